@@ -1,0 +1,137 @@
+"""``lowbit.quantize``: a tensor rounded onto a number format, differentiable by the
+straight-through estimator."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from ..formats import FloatFormat, Format, Rounding, get
+from ..kernels.dispatch import Backend, kernel_for
+from ..kernels.philox import resolve_seed
+
+__all__ = ["quantize", "result_dtype", "check_rbits"]
+
+_CARRIERS = {
+    torch.float32: None,  # every format is simulated in fp32
+    torch.bfloat16: FloatFormat(8, 7),
+    torch.float16: FloatFormat(5, 10),
+}
+
+
+def result_dtype(fmt: Format, dtype: torch.dtype) -> torch.dtype:
+    """The dtype results are returned in: the input's, when it holds every result exactly.
+
+    Raises:
+        TypeError: ``dtype`` is not a floating dtype.
+        ValueError: fp64 (lowbit rounds from fp32, so an fp64 input would be rounded twice), or
+            a dtype that cannot hold the format's values (pass fp32).
+    """
+    if dtype == torch.float64:
+        raise ValueError("x is float64; lowbit rounds from fp32: pass x.float() (float64 "
+                         "inputs would be rounded twice)")
+    if dtype not in _CARRIERS:
+        raise TypeError(f"x must be float32, float16 or bfloat16; got {dtype}")
+    carrier = _CARRIERS[dtype]
+    if carrier is not None and not fmt.fits_in(carrier):
+        raise ValueError(f"{fmt!r} has values that {dtype} cannot hold; pass x.float() (fp32)")
+    return dtype
+
+
+def check_rbits(rbits: Optional[int], rounding: Rounding, seed: Optional[int]) -> int:
+    """Validate ``rbits`` and ``seed`` for ``rounding``; return the number of random bits."""
+    if rounding is not Rounding.STOCHASTIC:
+        for name, value in (("rbits", rbits), ("seed", seed)):
+            if value is not None:
+                raise ValueError(f"{name} applies only to rounding='stochastic'; got "
+                                 f"{name}={value!r} with rounding={rounding.value!r}")
+        return 32
+    if rbits is None:
+        return 32
+    if isinstance(rbits, bool) or not isinstance(rbits, int):
+        raise TypeError(f"rbits must be an int in [1, 32] or None; got {rbits!r}")
+    if not 1 <= rbits <= 32:
+        raise ValueError(f"rbits must be in [1, 32]; got {rbits}")
+    return rbits
+
+
+def _round(x: torch.Tensor, fmt: Format, rounding: Rounding, rbits: int,
+           seed: Optional[int], backend: Backend) -> torch.Tensor:
+    fn = kernel_for(backend, type(fmt), x.device)
+    x32 = x.detach().to(torch.float32).contiguous()
+    if x32.numel() == 0:
+        return x32.to(x.dtype)
+    return fn(x32, fmt, rounding, rbits, seed).to(x.dtype)
+
+
+class _STE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fmt, rounding, rbits, seed, backend):  # type: ignore[override]
+        return _round(x, fmt, rounding, rbits, seed, backend)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad, None, None, None, None, None
+
+
+def quantize(
+    x: torch.Tensor,
+    fmt: Union[str, Format],
+    *,
+    rounding: Union[str, Rounding] = "nearest",
+    rbits: Optional[int] = None,
+    seed: Optional[int] = None,
+    out: Optional[torch.Tensor] = None,
+    backend: Union[str, Backend] = "auto",
+) -> torch.Tensor:
+    """Round every element of ``x`` onto ``fmt``.
+
+    The rounding is computed on the exact fp32 value: ``Q(x)`` is the representable value the
+    rounding mode picks among the two neighbours of ``x`` (IEEE 754 §4.3; ``stochastic`` picks
+    the upper one with probability ``(x - lo) / (hi - lo)``), with overflow judged after
+    rounding (§7.4) and the format's specials as in ``FloatFormat``.  Block formats first
+    derive each block's scale (``BlockFormat``).  The gradient is the straight-through
+    estimator, ``dQ/dx = 1`` (Bengio et al., 2013).
+
+    Args:
+        x: float32, float16 or bfloat16 tensor of any shape and strides.
+        fmt: a format object or name (``lowbit.formats.get``).
+        rounding: a ``Rounding`` mode or its name.
+        rbits: random bits for ``stochastic``, 1..32 (default 32: exactly unbiased wherever at
+            most 32 bits are dropped; with fewer bits the bias is below 2^-rbits of a step).
+        seed: 64-bit seed of the Philox stream (``lowbit.kernels.philox``); None draws one from
+            torch's default generator.  Same seed, same result on every backend and layout.
+        out: optional tensor of ``x``'s shape and result dtype to write into (no autograd).
+        backend: ``auto``, ``reference``, ``cpu`` or ``triton`` (see ``Backend``).
+
+    Returns:
+        The rounded tensor, in ``x``'s dtype (a ``ValueError`` asks for fp32 when that dtype
+        cannot hold the format's values).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+    fmt = get(fmt)
+    rounding = Rounding.parse(rounding, "rounding")
+    backend = Backend.parse(backend, "backend")
+    if not x.is_floating_point() and x.dtype != torch.float64:
+        raise TypeError(f"x must be float32, float16 or bfloat16; got {x.dtype}")
+    dtype = result_dtype(fmt, x.dtype)
+    bits = check_rbits(rbits, rounding, seed)
+    seed = resolve_seed(seed) if rounding is Rounding.STOCHASTIC else None
+    if out is not None:
+        _check_out(out, x, dtype)
+        if x.requires_grad and torch.is_grad_enabled():
+            raise ValueError("out= does not support autograd; x requires grad")
+        return out.copy_(_round(x, fmt, rounding, bits, seed, backend))
+    if x.requires_grad and torch.is_grad_enabled():
+        return _STE.apply(x, fmt, rounding, bits, seed, backend)
+    return _round(x, fmt, rounding, bits, seed, backend)
+
+
+def _check_out(out: object, x: torch.Tensor, dtype: torch.dtype) -> None:
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor; got {type(out).__name__}")
+    if out.shape != x.shape or out.dtype != dtype or out.device != x.device:
+        raise ValueError(f"out must have shape {tuple(x.shape)}, dtype {dtype} and device "
+                         f"{x.device}; got {tuple(out.shape)}, {out.dtype}, {out.device}")
