@@ -82,6 +82,8 @@ class BlockFormat:
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "scale_rule", ScaleRule.parse(self.scale_rule, "scale_rule"))
         _check_bool(self.tensor_scale, "tensor_scale")
+        if self.tensor_scale and self.scale_rule is not ScaleRule.AMAX:
+            raise ValueError("tensor_scale=True needs scale_rule='amax' (NVFP4's two levels)")
         self._check_shape()
 
     def _check_shape(self) -> None:

@@ -13,10 +13,9 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ...formats import BlockFormat, ExpFormat, FloatFormat, Rounding, ScaleRule
-from .core import decompose
+from ...formats import BlockFormat, FloatFormat, Rounding, ScaleRule
 from .scalar import quantize_exp, quantize_fixed, quantize_float
-from .blockscale import scale_exponent, general_scale
+from .blockscale import amax_scaled, scale_exponent
 
 __all__ = ["quantize_block", "block_view", "normalize_axes"]
 
@@ -94,8 +93,8 @@ def quantize_block(x: torch.Tensor, fmt: BlockFormat, rounding: Rounding,
     amax = view.abs().amax(dim=red, keepdim=True) if view.numel() else view
     bad = ~torch.isfinite(view).all(dim=red, keepdim=True)  # NaN or Inf: the block is NaN
     elem = _element_fn(fmt)
-    if fmt.tensor_scale or not _power_of_two_scale(fmt):
-        y = general_scale(view, amax, fmt, rounding, wview, rbits, elem, x)
+    if fmt.scale_rule is ScaleRule.AMAX:
+        y = amax_scaled(view, amax, fmt, rounding, wview, rbits, elem)
     else:
         k = scale_exponent(amax, fmt)
         y = elem(view.contiguous(), fmt.element, rounding, wview, rbits,
@@ -103,6 +102,3 @@ def quantize_block(x: torch.Tensor, fmt: BlockFormat, rounding: Rounding,
     y = torch.where(bad, torch.full_like(y, float("nan")), y)
     return undo(y).contiguous()
 
-
-def _power_of_two_scale(fmt: BlockFormat) -> bool:
-    return fmt.scale_rule is not ScaleRule.AMAX

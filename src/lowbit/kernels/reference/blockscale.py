@@ -1,13 +1,28 @@
-"""Block scales: the power-of-two rules (FLOOR, CEIL, EVEN, RCEIL) and the general path."""
+"""Block scales: the power-of-two rules (FLOOR, CEIL, EVEN, RCEIL) and the AMAX rule.
+
+The power-of-two rules follow OCP MX v1.0 §6.3 and torchao's ``ScaleCalculationMode``
+(torchao 0.18, read from its code): the exponent is read from the fp32 bits of the block amax,
+``k = e - emax_elem`` clamped to the scale format's range.  Where torchao's CPU fallback
+differs from its own definition, lowbit keeps the definition:
+
+* RCEIL is ``2^ceil(log2(amax / max_elem))`` exactly (the hardware ``cvt.rp`` rounding);
+  torchao's CPU path takes ``ceil(log2f(.))``, which returns ``k`` instead of ``k + 1`` for a
+  ratio just above ``2^k`` once ``|k| >= 4``.
+* A scale of ``2^emin`` is used as such; torchao divides by at least 2^-126 but multiplies
+  back by 2^-127 for the code-0 scale.
+"""
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 
-from ...formats import BlockFormat, ExpFormat, ScaleRule
+from ...formats import BlockFormat, ExpFormat, Rounding, ScaleRule
 from .core import decompose
+from .scalar import quantize_exp, quantize_float
 
-__all__ = ["scale_exponent", "general_scale"]
+__all__ = ["scale_exponent", "amax_scaled"]
 
 
 def _scale_range(fmt: BlockFormat) -> tuple:
@@ -18,22 +33,81 @@ def _scale_range(fmt: BlockFormat) -> tuple:
     return max(lo, -149), min(s.emax, 127)
 
 
-def scale_exponent(amax: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
-    """``k`` with block scale ``X = 2^k`` from the block amax (int64, amax's shape)."""
+def _is_pow2(sig: torch.Tensor) -> torch.Tensor:
+    return (sig & (sig - 1)) == 0
+
+
+def _floor_exp(amax: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
+    return decompose(amax).etrue - fmt.emax_elem
+
+
+def _ceil_exp(amax: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
     d = decompose(amax)
-    pow2 = (d.sig & (d.sig - 1)) == 0
-    rule = fmt.scale_rule
-    if rule is ScaleRule.FLOOR:
-        e = d.etrue
-    elif rule is ScaleRule.CEIL:
-        e = d.etrue + (~pow2).to(torch.int64)
-    elif rule is ScaleRule.EVEN:
-        raise NotImplementedError
-    else:
-        raise NotImplementedError
+    return d.etrue + (~_is_pow2(d.sig)).to(torch.int64) - fmt.emax_elem
+
+
+def _even_exp(amax: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
+    # amax rounded to the element's mantissa width by adding half an element ulp to the
+    # bits (half up, as torchao's EVEN), so an amax that rounds to the next binade moves up.
+    man = fmt.element.significand_bits - 1
+    bits = amax.view(torch.int32).to(torch.int64)
+    if man < 23:
+        bits = bits + (1 << (22 - man))
+    return ((bits >> 23) & 0xFF) - 127 - fmt.emax_elem
+
+
+def _rceil_exp(amax: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
+    d = decompose(amax / fmt.element.max)  # fp32 division, round to nearest even
+    return d.etrue + (~_is_pow2(d.sig)).to(torch.int64)
+
+
+_RULES = {
+    ScaleRule.FLOOR: _floor_exp,
+    ScaleRule.CEIL: _ceil_exp,
+    ScaleRule.EVEN: _even_exp,
+    ScaleRule.RCEIL: _rceil_exp,
+}
+
+
+def scale_exponent(amax: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
+    """``k`` of the block scale ``X = 2^k`` (int64, amax's shape), clamped to the scale
+    format's powers of two.  An all-zero block gets the smallest (its elements stay 0)."""
     lo, hi = _scale_range(fmt)
-    return (e - fmt.emax_elem).clamp(lo, hi)
+    k = _RULES[fmt.scale_rule](amax, fmt).clamp(lo, hi)
+    return torch.where(amax == 0, torch.full_like(k, lo), k)
 
 
-def general_scale(view, amax, fmt, rounding, words, rbits, elem, x):
-    raise NotImplementedError("AMAX scale rule")
+def _round_scale(r: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
+    s = fmt.scale
+    r = r.clamp(min=s.min_normal, max=min(s.max, 3.0e38))
+    fn = quantize_exp if isinstance(s, ExpFormat) else quantize_float
+    return fn(r.contiguous(), s, Rounding.NEAREST, None, 32)
+
+
+def amax_scaled(view: torch.Tensor, amax: torch.Tensor, fmt: BlockFormat, rounding: Rounding,
+                words: Optional[torch.Tensor], rbits: int, elem: Callable) -> torch.Tensor:
+    """The AMAX rule, optionally two-level, in torchao's NVFP4 fp32 order of operations:
+
+    * tensor scale ``p = amax_t / (max_scale · max_elem)`` (fp32 division);
+    * block scale ``X = round_scale(clamp((amax_b / max_elem) / p, min_normal_scale,
+      max_scale))`` (without a tensor scale, ``p`` is left out);
+    * elements ``P = round_elem(clamp(x · r, ±max_elem))`` with ``r = (1 / p) / X``
+      (without a tensor scale ``r = 1 / X``);
+    * result ``P · (p · X)``, each product rounded in fp32.
+
+    An all-zero tensor gives zeros (torchao divides 0 by 0 there and returns NaN).
+    """
+    max_e = fmt.element.max
+    ratio = amax / max_e
+    if fmt.tensor_scale:
+        amax_t = view.abs().amax()
+        p = amax_t / (fmt.scale.max * max_e)
+        p = torch.where(p == 0, torch.ones_like(p), p)
+        ratio = ratio / p
+        recip_p = 1.0 / p
+    x_scale = _round_scale(ratio, fmt)
+    r = recip_p / x_scale if fmt.tensor_scale else 1.0 / x_scale
+    scaled = (view * r).clamp(-max_e, max_e)
+    w = words.contiguous() if words is not None else None
+    q = elem(scaled.contiguous(), fmt.element, rounding, w, rbits)
+    return q * (p * x_scale) if fmt.tensor_scale else q * x_scale
