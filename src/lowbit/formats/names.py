@@ -254,4 +254,13 @@ def get(fmt: Union[str, Format]) -> Format:
         return fmt
     if not isinstance(fmt, str):
         raise TypeError(f"fmt must be a format object or a format name; got {type(fmt).__name__}")
-    return _parse(fmt.strip().lower())
+    key = fmt.strip().lower()
+    found = _PARSED.get(key)
+    if found is None:
+        found = _PARSED[key] = _parse(key)
+    return found
+
+
+# Formats are immutable, so a parsed name can be shared; a plain dict (not lru_cache) keeps
+# torch.compile's tracing of ``get`` free of warnings.
+_PARSED: Dict[str, Format] = {}

@@ -56,23 +56,37 @@ def check_rbits(rbits: Optional[int], rounding: Rounding, seed: Optional[int]) -
     return rbits
 
 
-def _round(x: torch.Tensor, fmt: Format, rounding: Rounding, rbits: int,
-           seed: Optional[int], backend: Backend) -> torch.Tensor:
-    fn = kernel_for(backend, type(fmt), x.device)
-    x32 = x.detach().to(torch.float32).contiguous()
+@torch.library.custom_op("lowbit::quantize", mutates_args=())
+def _quantize_op(x: torch.Tensor, fmt: str, rounding: str, rbits: int, seed_lo: int,
+                 seed_hi: int, backend: str) -> torch.Tensor:
+    """The rounding as a torch.library op, so torch.compile traces it without a graph break.
+    ``fmt`` is the format's name (``repr`` round-trips); the 64-bit seed travels as two
+    32-bit halves because op arguments are signed 64-bit ints."""
+    f = get(fmt)
+    fn = kernel_for(Backend(backend), type(f), x.device)
+    x32 = x.to(torch.float32).contiguous()
     if x32.numel() == 0:
         return x32.to(x.dtype)
-    return fn(x32, fmt, rounding, rbits, seed).to(x.dtype)
+    seed = None if seed_lo < 0 else seed_lo | (seed_hi << 32)
+    return fn(x32, f, Rounding(rounding), rbits, seed).to(x.dtype)
 
 
-class _STE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, fmt, rounding, rbits, seed, backend):  # type: ignore[override]
-        return _round(x, fmt, rounding, rbits, seed, backend)
+@_quantize_op.register_fake
+def _(x, fmt, rounding, rbits, seed_lo, seed_hi, backend):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return grad, None, None, None, None, None
+
+def _straight_through(ctx, grad):
+    return grad, None, None, None, None, None, None
+
+
+_quantize_op.register_autograd(_straight_through)
+
+
+def _round(x: torch.Tensor, fmt: Format, rounding: Rounding, rbits: int,
+           seed: Optional[int], backend: Backend) -> torch.Tensor:
+    lo, hi = (-1, -1) if seed is None else (seed & 0xFFFFFFFF, seed >> 32)
+    return _quantize_op(x, repr(fmt), rounding.value, rbits, lo, hi, backend.value)
 
 
 def quantize(
@@ -123,9 +137,8 @@ def quantize(
         _check_out(out, x, dtype)
         if x.requires_grad and torch.is_grad_enabled():
             raise ValueError("out= does not support autograd; x requires grad")
-        return out.copy_(_round(x, fmt, rounding, bits, seed, backend))
-    if x.requires_grad and torch.is_grad_enabled():
-        return _STE.apply(x, fmt, rounding, bits, seed, backend)
+        with torch.no_grad():
+            return out.copy_(_round(x, fmt, rounding, bits, seed, backend))
     return _round(x, fmt, rounding, bits, seed, backend)
 
 
