@@ -149,7 +149,9 @@ class BlockFormat:
         own, so a carrier with fp32's exponent range (bf16) holds every result.  A tensor scale
         is an arbitrary fp32 number, so two-level formats need fp32.
         """
-        bits = self.element.significand_bits + self.scale.significand_bits - 1
+        pow2 = self.scale_rule is not ScaleRule.AMAX  # these rules give scales 2^k only
+        scale_bits = 1 if pow2 else self.scale.significand_bits
+        bits = self.element.significand_bits + scale_bits - 1
         return carrier.exp == 8 and not self.tensor_scale and bits <= carrier.man + 1
 
     def __repr__(self) -> str:

@@ -2,13 +2,15 @@
 
 Grammar (case-insensitive; ``get(repr(fmt)) == fmt`` for every format):
 
-* Float: ``e{E}m{M}[b{BIAS}][fn|fnuz][u][_sat|_nosat][_nosub][_nonan]``, after ml_dtypes:
+* Float: ``e{E}m{M}[b{BIAS}][fn|fnuz][u][_sat|_nosat][_nosub][_nonan][_float]``, after ml_dtypes:
   ``b`` gives a non-default bias, ``fn`` = no Inf with NaN at all-ones, ``fnuz`` = no Inf, no
   -0, NaN at 0x80, ``u`` = unsigned, no suffix = IEEE-like (Inf and NaN).  ``_nonan`` after
   ``fn`` removes the NaN too (``specials="none"``); ``_sat``/``_nosat`` are written only when
   they differ from the default (saturating only for ``none``); ``_nosub`` flushes subnormals.
   As in ml_dtypes, the presets ``e3m2fn``, ``e2m3fn`` and ``e2m1fn`` have no NaN (they are
-  ``fn_nonan``); any other ``…fn`` name has the NaN code.
+  ``fn_nonan``); any other ``…fn`` name has the NaN code.  A trailing ``_float`` means "read
+  this with the float grammar": ``repr`` adds it where the plain name would be a preset, an
+  alias or a power-of-two name (``e3m2fn_float`` has the NaN code, ``e8m0_float`` is IEEE-like).
 * Power-of-two scale: ``e{E}m0fnu[b{BIAS}][_sat]`` (``ExpFormat``), e.g. ``e8m0fnu``.
 * Fixed point: ``fixed<WL,FL[,noclamp][,symmetric]>``; integers ``int{B}`` / ``uint{B}``.
 * Blocks: a preset name, ``bfp{WL}`` (QPyTorch's whole-tensor block floating point), or
@@ -113,7 +115,12 @@ def _float_name(f: FloatFormat) -> str:
     if f.saturate != (f.specials is _NONE):
         name += "_sat" if f.saturate else "_nosat"
     name += "" if f.subnormals else "_nosub"
-    return name + ("_nonan" if f.specials is _NONE else "")
+    name += "_nonan" if f.specials is _NONE else ""
+    # A generic name can coincide with a preset, an alias or a power-of-two name (e3m2fn is
+    # NaN-less as a preset; e8m0 is an alias of e8m0fnu): "_float" marks the plain grammar.
+    if name in PRESETS or name in _ALIASES or _EXP_RE.fullmatch(name):
+        name += "_float"
+    return name
 
 
 def _tuple_name(v: object) -> str:
@@ -138,7 +145,7 @@ def name_of(fmt: Format) -> str:
         return f"fixed<{fmt.wl},{fmt.fl}{opts}>"
     if isinstance(fmt, IntFormat):
         return f"{'' if fmt.signed else 'u'}int{fmt.bits}"
-    if fmt.element == FixedPoint(fmt.element.bits, 0, symmetric=True) and fmt == _bfp(fmt.element.bits):
+    if isinstance(fmt.element, FixedPoint) and fmt == _bfp(fmt.element.wl):
         return f"bfp{fmt.element.bits}"
     parts = [name_of(fmt.element), name_of(fmt.scale), _tuple_name(fmt.block_size),
              _tuple_name(fmt.axis), fmt.scale_rule.value] + (["tensor"] if fmt.tensor_scale else [])
@@ -217,6 +224,8 @@ def _parse_fixed(inner: str, name: str) -> FixedPoint:
 
 
 def _parse(name: str) -> Format:
+    if name.endswith("_float") and (m := _FLOAT_RE.fullmatch(name[: -len("_float")])):
+        return _parse_float(m, name)
     key = _ALIASES.get(name, name)
     if key in PRESETS:
         return PRESETS[key]

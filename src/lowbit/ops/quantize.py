@@ -65,8 +65,8 @@ def _quantize_op(x: torch.Tensor, fmt: str, rounding: str, rbits: int, seed_lo: 
     f = get(fmt)
     fn = kernel_for(Backend(backend), type(f), x.device)
     x32 = x.to(torch.float32).contiguous()
-    if x32.numel() == 0:
-        return x32.to(x.dtype)
+    if x32.numel() == 0:  # a custom op's output may not alias its input
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
     seed = None if seed_lo < 0 else seed_lo | (seed_hi << 32)
     return fn(x32, f, Rounding(rounding), rbits, seed).to(x.dtype)
 
