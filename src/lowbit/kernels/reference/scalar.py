@@ -119,4 +119,6 @@ def quantize_fixed(x: torch.Tensor, fmt, rounding: Rounding, words: Optional[tor
         step = pow2(q.clamp(-149, 127))
         v = torch.minimum(torch.maximum(v, step * fmt.qmin), step * fmt.qmax)
     v = torch.where(d.nonfinite & ~d.nan & (not fmt.clamp), x, v)
+    if fmt.qmin == 0:  # unsigned integers have no -0
+        v = torch.where(v == 0, torch.zeros_like(v), v)
     return torch.where(d.nan, x, v)
