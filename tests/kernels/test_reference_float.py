@@ -188,7 +188,7 @@ def test_grid_all_modes_exact(label, spec, mode):
 @pytest.mark.parametrize("label", list(ALL_SPECS))
 def test_random_all_modes_exact(label, mode):
     spec = ALL_SPECS[label]
-    x = random_inputs(spec, 100_000, seed=zlib.crc32(label.encode()) % 1000)
+    x = random_inputs(spec, 50_000, seed=zlib.crc32(label.encode()) % 1000)
     assert_same(quantize(x, lowbit_format(label, spec), mode), float_oracle(spec)(x, mode), x,
                 f"({label}, {mode})")
 
@@ -396,8 +396,7 @@ def test_e8m0_design_behaviour():
     exp_sat = exp.clone()
     exp_sat[8:11] = 2.0**127
     assert_same(sat, exp_sat, x)
-    # torch agrees on zero, the sign and the specials
-    keep = torch.ones_like(x, dtype=torch.bool)
-    keep[5:7] = False  # fp32 subnormals: torch rounds the raw mantissa field (see report)
-    assert_same(quantize(x[keep].numpy(), "e8m0fnu"),
-                x[keep].to(torch.float8_e8m0fnu).float(), x[keep], "vs torch")
+    # torch agrees on zero, the sign, tiny values and the specials.  (It differs on fp32
+    # subnormals in (2^-127, 1.5·2^-127), which it rounds up to 2^-126 from the raw mantissa
+    # field; lowbit rounds by value, as test_e8m0_all_modes_exact checks.)
+    assert_same(quantize(x.numpy(), "e8m0fnu"), x.to(torch.float8_e8m0fnu).float(), x, "vs torch")
