@@ -31,12 +31,9 @@ def all_values(dtype: torch.dtype) -> torch.Tensor:
     (torch.float16, "e2m1fn", True), (torch.float16, "fp16", True),
     (torch.float16, "int8", True), (torch.float16, "fixed<8,4>", True),
     (torch.float16, "fixed<11,4>", True), (torch.float16, "uint11", True),
-    pytest.param(torch.float16, "int12", True, marks=pytest.mark.xfail(strict=True, reason=(
-        "src bug: IntFormat/FixedPoint.significand_bits is max(qmax, -qmin).bit_length(), "
-        "12 for int12 because of -2048 = -2^11, which fp16 holds exactly; every int12 value "
-        "fits in fp16 (11 significand bits), yet quantize raises ValueError"))),
-    pytest.param(torch.bfloat16, "int9", True, marks=pytest.mark.xfail(strict=True, reason=(
-        "src bug: as int12 in fp16: [-256, 255] fits in bf16's 8 significand bits"))),
+    # -2048 = -2^11 needs one significant bit: every int12 value is exact in fp16
+    (torch.float16, "int12", True), (torch.bfloat16, "int9", True),
+    (torch.float16, "uint12", False), (torch.bfloat16, "uint9", False),
     (torch.float16, "bf16", False), (torch.float16, "fp32", False),
     (torch.float16, "e8m0fnu", False), (torch.float16, "e6m9", False),
     (torch.float16, "e5m10b13", False),  # max 2^17·(2 - 2^-10) is past fp16's

@@ -14,8 +14,33 @@ __all__ = ["FixedPoint", "IntFormat"]
 _MAX_MAGNITUDE_BITS = 24
 
 
+class _IntegerGrid:
+    """What ``FixedPoint`` and ``IntFormat`` share: a grid ``k · 2^quantum_exp`` with integer
+    codes ``k`` in ``[qmin, qmax]``."""
+
+    @property
+    def significand_bits(self) -> int:
+        """Significant bits of the widest code: the largest odd magnitude's bit length (a
+        power of two such as int12's -2048 needs one bit, so int12 has 11)."""
+        top = max(self.qmax, -self.qmin)
+        return (top if top % 2 else top - 1).bit_length()
+
+    def fits_in(self, carrier) -> bool:
+        """True when every grid value is exact in ``carrier`` (an IEEE ``FloatFormat``)."""
+        return (self.significand_bits <= carrier.man + 1
+                and self.quantum_exp >= carrier.emin - carrier.man
+                and max(self.max, -self.lowest) <= carrier.max)
+
+    def __repr__(self) -> str:
+        from .names import name_of
+
+        return name_of(self)
+
+    __str__ = __repr__
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
-class FixedPoint:
+class FixedPoint(_IntegerGrid):
     """Fixed point with word length ``wl`` (sign included) and ``fl`` fractional bits.
 
     The grid is ``k · 2^-fl`` with ``k`` in ``[-2^(wl-1), 2^(wl-1) - 1]`` (``symmetric``:
@@ -70,27 +95,10 @@ class FixedPoint:
     min_normal = eps
     min_subnormal = eps
 
-    @property
-    def significand_bits(self) -> int:
-        """Bits of the largest integer code's magnitude."""
-        return max(self.qmax, -self.qmin).bit_length()
-
-    def fits_in(self, carrier) -> bool:
-        """True when every grid value is exact in ``carrier`` (an IEEE ``FloatFormat``)."""
-        return (self.significand_bits <= carrier.man + 1
-                and self.quantum_exp >= carrier.emin - carrier.man
-                and max(self.max, -self.lowest) <= carrier.max)
-
-    def __repr__(self) -> str:
-        from .names import name_of
-
-        return name_of(self)
-
-    __str__ = __repr__
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class IntFormat:
+class IntFormat(_IntegerGrid):
     """Integers of ``bits`` bits: ``[-2^(bits-1), 2^(bits-1) - 1]``, or ``[0, 2^bits - 1]``
     when unsigned; rounded, then clamped (negative values give 0 when unsigned)."""
 
@@ -129,20 +137,3 @@ class IntFormat:
     min_normal = 1.0
     min_subnormal = 1.0
 
-    @property
-    def significand_bits(self) -> int:
-        """Bits of the largest integer code's magnitude."""
-        return max(self.qmax, -self.qmin).bit_length()
-
-    def fits_in(self, carrier) -> bool:
-        """True when every grid value is exact in ``carrier`` (an IEEE ``FloatFormat``)."""
-        return (self.significand_bits <= carrier.man + 1
-                and self.quantum_exp >= carrier.emin - carrier.man
-                and max(self.max, -self.lowest) <= carrier.max)
-
-    def __repr__(self) -> str:
-        from .names import name_of
-
-        return name_of(self)
-
-    __str__ = __repr__

@@ -25,6 +25,7 @@ Aliases (accepted by ``get``, never written by ``repr``): ``float32``, ``float16
 from __future__ import annotations
 
 import re
+import sys
 from typing import Dict, List, Union
 
 from .block import BlockFormat
@@ -266,10 +267,20 @@ def get(fmt: Union[str, Format]) -> Format:
     key = fmt.strip().lower()
     found = _PARSED.get(key)
     if found is None:
-        found = _PARSED[key] = _parse(key)
+        found = _parse(key)
+        if not _compiling():  # torch.compile guards on the dict: never change it mid-trace
+            _PARSED[key] = found
     return found
 
 
+def _compiling() -> bool:
+    torch = sys.modules.get("torch")  # formats/ never imports torch itself
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
 # Formats are immutable, so a parsed name can be shared; a plain dict (not lru_cache) keeps
-# torch.compile's tracing of ``get`` free of warnings.
+# torch.compile's tracing of ``get`` free of warnings.  Presets and aliases are parsed up
+# front, so tracing a call that names one reads the dict and never writes it.
 _PARSED: Dict[str, Format] = {}
+_PARSED.update({name.lower(): fmt for name, fmt in PRESETS.items()})
+_PARSED.update({alias.lower(): _parse(alias.lower()) for alias in _ALIASES})
