@@ -157,11 +157,6 @@ def test_e8m0_follows_the_stream(backend):
     assert_same(sr(torch.from_numpy(x), "e8m0fnu", seed=seed, backend=backend), exp, x)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug (reference/core.py round_to_quantum): the dropped-bit count s is clamped to 40, "
-    "so for s > 40 the aligned remainder is rem >> (40 - rbits) instead of "
-    "floor(rem · 2^rbits / 2^s): values more than 2^-17 of a step above the lower neighbour "
-    "round up far too often (int8, x = 1e-7: P(up) ~ 1.3e-5 instead of 1e-7)"))
 @pytest.mark.parametrize("fmt, x", [("int8", 1e-7), ("e4m3fn", 2.0**-100), ("e5m2", 1e-20),
                                     ("fixed<8,4>", -3e-9)])
 def test_tiny_fractions_of_a_step(fmt, x):

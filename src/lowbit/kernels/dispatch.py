@@ -51,15 +51,25 @@ def register(backend: Backend, family: type) -> Callable[[KernelFn], KernelFn]:
     return deco
 
 
+#: Backends whose kernels cannot load here, with the reason (asked once per process).
+_UNAVAILABLE: Dict[Backend, str] = {}
+# Third-party packages a backend needs: their absence makes the backend unavailable.
+_EXTRA = {Backend.CPU: "cpu", Backend.TRITON: "triton"}
+_REQUIRES = {Backend.CPU: ("numba", "llvmlite"), Backend.TRITON: ("triton",)}
+
+
 def _load(backend: Backend) -> None:
     import importlib
 
+    if backend in _UNAVAILABLE:
+        return
     try:
         importlib.import_module(_LOADERS[backend])
     except ModuleNotFoundError as err:
-        if err.name != _LOADERS[backend]:
+        top = (err.name or "").split(".")[0]
+        if err.name != _LOADERS[backend] and top not in _REQUIRES.get(backend, ()):
             raise
-        # The backend has no kernels in this installation: nothing registered.
+        _UNAVAILABLE[backend] = f"{err.name} is not installed"
 
 
 def _auto(device: torch.device) -> Tuple[Backend, ...]:
@@ -80,7 +90,8 @@ def kernel_for(backend: Backend, family: type, device: torch.device) -> KernelFn
         fn = _REGISTRY.get((choice, family))
         if fn is not None:
             return fn
+    why = _UNAVAILABLE.get(backend)
     raise ValueError(
         f"backend={backend.value!r} has no kernel for {family.__name__} formats in this "
-        "installation"
+        "installation" + (f" ({why}; pip install 'lowbit[{_EXTRA[backend]}]')" if why else "")
     )

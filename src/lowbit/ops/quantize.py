@@ -138,6 +138,10 @@ def quantize(
         if x.requires_grad and torch.is_grad_enabled():
             raise ValueError("out= does not support autograd; x requires grad")
         with torch.no_grad():
+            fn = kernel_for(backend, type(fmt), x.device)
+            if getattr(fn, "supports_out", False) and x.dtype == torch.float32 and x.numel():
+                # The kernel writes into ``out`` itself: one pass, no temporary.
+                return fn(x.detach().contiguous(), fmt, rounding, bits, seed, out=out)
             return out.copy_(_round(x, fmt, rounding, bits, seed, backend))
     return _round(x, fmt, rounding, bits, seed, backend)
 

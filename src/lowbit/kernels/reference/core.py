@@ -62,7 +62,9 @@ def round_to_quantum(d: Decomposed, q: torch.Tensor, rounding: Rounding,
     """Round ``|x| = sig · 2^e0`` to a multiple of ``2^q``; return ``(k, q_out)`` with the
     rounded magnitude ``k · 2^q_out`` (``q_out = max(q, e0)``)."""
     q_out = torch.maximum(q, d.e0)
-    s = (q_out - d.e0).clamp(max=40)  # sig < 2^24, so 40 dropped bits leave k = 0
+    # sig < 2^24: past 56 dropped bits both k and the 32-bit aligned remainder below are 0,
+    # so the clamp changes nothing and keeps every shift inside int64.
+    s = (q_out - d.e0).clamp(max=56)
     k = d.sig >> s
     rem = d.sig - (k << s)
     inexact = rem != 0
