@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ...formats import BlockFormat, ExpFormat, Rounding, ScaleRule
+from ...formats import FP32_MAX, BlockFormat, ExpFormat, Rounding, ScaleRule
 from .core import decompose
 from .scalar import quantize_exp, quantize_float
 
@@ -84,6 +84,10 @@ def _round_scale(r: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
     return fn(r.contiguous(), s, Rounding.NEAREST, None, 32)
 
 
+#: Floor of the two-level tensor scale p: fp32's smallest normal, so 1 / p is finite.
+MIN_TENSOR_SCALE = 2.0**-126
+
+
 def amax_scaled(view: torch.Tensor, amax: torch.Tensor, fmt: BlockFormat, rounding: Rounding,
                 words: Optional[torch.Tensor], rbits: int, elem: Callable) -> torch.Tensor:
     """The AMAX rule, optionally two-level, in torchao's NVFP4 fp32 order of operations:
@@ -95,18 +99,21 @@ def amax_scaled(view: torch.Tensor, amax: torch.Tensor, fmt: BlockFormat, roundi
       (without a tensor scale ``r = 1 / X``);
     * result ``P · (p · X)``, each product rounded in fp32.
 
-    An all-zero tensor gives zeros (torchao divides 0 by 0 there and returns NaN).
+    The multiplier ``r`` is clamped to fp32's max, and ``p`` is floored at fp32's smallest normal 2^-126 (``MIN_TENSOR_SCALE``) so that ``1 / p``
+    is finite: a tensor whose amax is below 2^-126 · max_scale · max_elem (3.2e-35 for NVFP4)
+    is rounded on that coarser grid, and an all-zero tensor gives zeros (torchao divides 0 by 0
+    there and returns NaN, and turns zeros of such tiny tensors into NaN through 0 · Inf).
     """
     max_e = fmt.element.max
     ratio = amax / max_e
     if fmt.tensor_scale:
         amax_t = view.abs().amax()
-        p = amax_t / (fmt.scale.max * max_e)
-        p = torch.where(p == 0, torch.ones_like(p), p)
+        p = (amax_t / (fmt.scale.max * max_e)).clamp(min=MIN_TENSOR_SCALE)
         ratio = ratio / p
         recip_p = 1.0 / p
     x_scale = _round_scale(ratio, fmt)
-    r = recip_p / x_scale if fmt.tensor_scale else 1.0 / x_scale
+    # Clamped so that a block too small for the scale range keeps its zeros (0 · Inf = NaN).
+    r = (recip_p / x_scale if fmt.tensor_scale else 1.0 / x_scale).clamp(max=FP32_MAX)
     scaled = (view * r).clamp(-max_e, max_e)
     w = words.contiguous() if words is not None else None
     q = elem(scaled.contiguous(), fmt.element, rounding, w, rbits)
