@@ -6,11 +6,12 @@
 from .formats import (
     BlockFormat, ExpFormat, FixedPoint, FloatFormat, IntFormat, Rounding, ScaleRule, Specials,
 )
+from .ops.codec import Packed, decode, encode
 from .ops.quantize import quantize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockFormat", "ExpFormat", "FixedPoint", "FloatFormat", "IntFormat", "Rounding",
-    "ScaleRule", "Specials", "quantize", "__version__",
+    "ScaleRule", "Specials", "quantize", "encode", "decode", "Packed", "__version__",
 ]

@@ -169,3 +169,33 @@ def test_bf16_input_gives_bf16_for_mx_and_fp16_is_refused():
     assert torch.equal(y.float(), lb.quantize(x.bfloat16().float(), "mxfp8_e4m3"))
     with pytest.raises(ValueError, match="fp32"):
         lb.quantize(x.half(), "mxfp4")
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("amax", [1e-36, 1e-41, 2.0**-149])
+def test_nvfp4_tiny_tensor_floors_the_tensor_scale(backend, amax):
+    """Below amax 2^-126 · 448 · 6 the tensor scale p would be subnormal and 1/p could be Inf
+    (torchao then returns NaN for zeros): p is floored at 2^-126, so zeros stay zeros and every
+    element is P · (p · X) with P on e2m1's grid (checked against the grid with fractions)."""
+    x = torch.zeros(2, 32)
+    x[0, :16] = amax * torch.linspace(-1, 1, 16)
+    x[1, 5] = amax
+    y = lb.quantize(x, "nvfp4", backend=backend)
+    assert not bool(y.isnan().any())
+    assert bool((y[x == 0] == 0).all())
+    if amax == 1e-36:  # large enough for the floored grid to keep nonzero values
+        assert bool((y != 0).any())
+    packed = lb.encode(x, "nvfp4")
+    assert torch.equal(lb.decode(packed), y)
+    p = Fraction(2) ** -126
+    grid = [Fraction(v) for v in (0, 0.5, 1, 1.5, 2, 3, 4, 6)]
+    for value in y[x != 0].tolist():
+        ratio = abs(Fraction(value)) / p  # P · X with X a ue4m3 value
+        assert ratio == 0 or any(g != 0 and (ratio / g) in _UE4M3 for g in grid), value
+
+
+
+# UE4M3 (NVFP4's block scale): bias 7, subnormals m/8 · 2^-6, no Inf, NaN at e=15, m=7.
+_UE4M3 = {Fraction(m, 8) * Fraction(2) ** -6 for m in range(1, 8)} | {
+    (1 + Fraction(m, 8)) * Fraction(2) ** (e - 7)
+    for e in range(1, 16) for m in range(8) if (e, m) != (15, 7)}
