@@ -56,3 +56,15 @@ def test_out_is_written_in_place_by_the_cpu_kernel():
 def test_unknown_backend_is_a_value_error():
     with pytest.raises(ValueError, match="backend"):
         lowbit.quantize(torch.ones(3), "e5m2", backend="gpu")
+
+
+def test_cpu_kernels_keep_torch_thread_count():
+    """numba's OpenMP layer must not change torch's intra-op thread count behind its back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lowbit.quantize(torch.randn(4096), "fixed<6,3>", backend="cpu")
+        lowbit.quantize(torch.randn(64, 32), "mxfp4", backend="cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

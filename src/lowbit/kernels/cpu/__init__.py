@@ -57,8 +57,13 @@ def _launch(kernel, x: torch.Tensor, rounding: Rounding, rbits: int, seed: Optio
         topmask = (0xFFFFFFFF << (32 - rbits)) & 0xFFFFFFFF
         xi = x.detach().reshape(-1).view(torch.int32).numpy()
         yi = y.detach().reshape(-1).view(torch.int32).numpy()
+        threads = torch.get_num_threads()
         kernel(xi, yi, MODE_CODES[rounding.value], seed & 0xFFFFFFFF, seed >> 32, topmask,
                *args)
+        # numba's OpenMP layer resets the process-wide OpenMP thread count on first use,
+        # which would silently change torch's intra-op threads for every later op.
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     if out is not None and y is not out:
         return out.copy_(y.view(out.shape))
     return y
