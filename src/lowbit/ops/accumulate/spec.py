@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Dict, Optional, Union
 
 from ...formats import Format, Rounding, get
+from ...kernels.gemm._exact import validate_family
 
 __all__ = ["Accumulate"]
 
@@ -31,7 +32,10 @@ class Accumulate:
     products is summed sequentially in ``chunk_acc`` (default ``acc``) and each chunk sum is
     added to the running total rounded to ``acc`` (Wang et al., 2018, IBM); ``chunk_acc="fp32"``
     sums chunks in fp32 in an unspecified order.  ``compensated`` uses Kahan summation in
-    ``acc``.  ``rounding`` is the default for ``mul_rounding`` and ``acc_rounding``.
+    ``acc``.  ``rounding`` is the default for ``mul_rounding`` and ``acc_rounding``.  Each
+    ``Q`` rounds the exact value once (``lowbit.ops.accumulate.matmul`` states the arithmetic).
+    ``acc``, ``mul`` and ``chunk_acc`` are ``FloatFormat``s, clamped ``FixedPoint``s or
+    ``IntFormat``s (names allowed); other families are a ``ValueError``.
     """
 
     acc: Format
@@ -49,7 +53,10 @@ class Accumulate:
         set_(self, "acc", _fmt_or_none(self.acc, "acc"))
         if self.acc is None:
             raise ValueError("acc must be a format (a name such as 'e6m9' or a format object)")
+        validate_family(self.acc, "acc")
         set_(self, "mul", _fmt_or_none(self.mul, "mul"))
+        if self.mul is not None:
+            validate_family(self.mul, "mul")
         set_(self, "rounding", Rounding.parse(self.rounding, "rounding"))
         for name in ("mul_rounding", "acc_rounding"):
             value = getattr(self, name)
@@ -63,6 +70,8 @@ class Accumulate:
                 raise ValueError("chunk_acc='fp32' needs chunk=k (the chunk length)")
         else:
             set_(self, "chunk_acc", _fmt_or_none(self.chunk_acc, "chunk_acc"))
+            if self.chunk_acc is not None:
+                validate_family(self.chunk_acc, "chunk_acc")
             if self.chunk_acc is not None and self.chunk is None:
                 raise ValueError("chunk_acc applies only with chunk=k; got chunk=None")
         for name in ("fma", "compensated"):
