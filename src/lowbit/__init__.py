@@ -6,6 +6,8 @@
 from .formats import (
     BlockFormat, ExpFormat, FixedPoint, FloatFormat, IntFormat, Rounding, ScaleRule, Specials,
 )
+from . import optim
+from .ops.accumulate import Accumulate
 from .ops.codec import Packed, decode, encode
 from .ops.quantize import quantize
 
@@ -13,5 +15,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlockFormat", "ExpFormat", "FixedPoint", "FloatFormat", "IntFormat", "Rounding",
-    "ScaleRule", "Specials", "quantize", "encode", "decode", "Packed", "__version__",
+    "ScaleRule", "Specials", "quantize", "encode", "decode", "Packed", "Accumulate", "optim",
+    "__version__",
 ]
+
+
+# Heavier layers load on first attribute access (``lowbit.qat``), keeping ``import lowbit`` light.
+_LAZY = ("qat", "act", "models", "data")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
