@@ -38,6 +38,10 @@ instead): ``quantize`` keeps NaN in the fp32 carrier but no code can, so by defa
 raises a ``ValueError`` rather than silently store a number.  ``nan="zero"`` stores such NaN
 as -0 where the format has -0 (ml_dtypes' convention for FP4/FP6: code ``0x8`` / ``0x20``)
 and as 0 otherwise.
+
+Speed: ``encode`` and ``decode`` run as one pass over memory where ``lowbit.ops.codec.fused``
+applies (numba kernels on the CPU; Triton kernels on CUDA once ``fused.GPU_DEFAULT`` is on),
+else through ``quantize`` and the torch paths of ``fast`` and ``block``: the same bytes.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from ..quantize import check_rbits, quantize, result_dtype
 from .bitstream import pack_bits, packed_nbytes
 from .block import decode_block, encode_block, grid_shape
 from .fast import decode_values, encode_values
+from .fused import decode_fused, encode_fused
 
 __all__ = ["Packed", "encode", "decode"]
 
@@ -210,6 +215,9 @@ def _encode_op(x: torch.Tensor, fmt: str, rounding: str, rbits: int, seed_lo: in
     scales = torch.zeros(0, dtype=torch.uint8, device=dev)
     tensor_scale = torch.zeros(0, dtype=torch.float32, device=dev)
     with torch.no_grad():
+        fused = encode_fused(x, f, rnd, rbits, seed, nan)  # one pass where it applies
+        if fused is not None:
+            return fused
         if x.numel() == 0:
             codes = torch.zeros(0, dtype=torch.int32, device=dev)
         elif isinstance(f, BlockFormat):
@@ -254,6 +262,9 @@ def _decode_op(codes: torch.Tensor, scales: Optional[torch.Tensor],
     if n == 0:
         return torch.empty(shape_t, dtype=dtype, device=codes.device)
     with torch.no_grad():
+        y = decode_fused(codes, scales, tensor_scale, f, shape_t)
+        if y is not None:
+            return y.to(dtype)
         if isinstance(f, BlockFormat):
             y = decode_block(codes, scales, tensor_scale, f, shape_t)
         else:
