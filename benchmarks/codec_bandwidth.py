@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from typing import Callable, Dict, Iterator, List, Optional
@@ -38,6 +37,9 @@ import torch
 
 import lowbit
 import lowbit.ops.codec as codec
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from quantize_bandwidth import cpu_timer, cuda_timer  # noqa: E402  (same timing rules)
 from lowbit.formats import BlockFormat, get
 from lowbit.ops.codec import fused
 
@@ -75,29 +77,6 @@ def general_path() -> Iterator[None]:
 def read_passes(fmt) -> int:
     """fp32 reads of the input: 2 where a global amax comes first."""
     return 2 if isinstance(fmt, BlockFormat) and fmt.tensor_scale else 1
-
-
-def cpu_timer(reps: int) -> Callable[[Callable[[], object]], float]:
-    def median_seconds(fn: Callable[[], object]) -> float:
-        fn()  # warm-up: compilation, caches
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    return median_seconds
-
-
-def cuda_timer(rep_ms: int) -> Callable[[Callable[[], object]], float]:
-    from triton.testing import do_bench
-
-    def median_seconds(fn: Callable[[], object]) -> float:
-        fn()
-        return float(do_bench(fn, warmup=25, rep=rep_ms, return_mode="median")) / 1e3
-
-    return median_seconds
 
 
 def _row(what: str, fmt: str, rounding: str, path: str, nbytes: int, seconds: float) -> dict:

@@ -163,6 +163,8 @@ def _float_loop(x, y, lo, hi, mode, words, wbase, topmask, grid, c, exact):
     """Elements ``lo .. hi - 1`` (uint64) onto a float grid; stochastic rounding reads element
     ``i``'s word at ``words[i - wbase]``."""
     t, q1, q2, qt_bits = grid
+    # One loop per mode on purpose: inside each loop ``mode`` is a known constant after
+    # inlining, so LLVM drops the other modes' branches and vectorises the body.
     if mode == _STOCHASTIC:
         for i in range(lo, hi):
             y[i] = _float_sr(x[i], words[i - wbase], topmask, t, q1, q2, qt_bits, c, exact)
@@ -294,7 +296,8 @@ def _fixed_finish(b, a, v, lo, hi, keep):
 
 @njit(cache=True)
 def _fixed_loop(x, y, lo, hi, mode, words, wbase, topmask, q150, q_bits, vlo, vhi, keep):
-    """Elements ``lo .. hi - 1`` (uint64) onto a fixed-point grid (see ``_float_loop``)."""
+    """Elements ``lo .. hi - 1`` (uint64) onto a fixed-point grid (one loop per mode, as
+    ``_float_loop``)."""
     if mode == _STOCHASTIC:
         for i in range(lo, hi):
             b = x[i]

@@ -34,7 +34,7 @@ from typing import Optional, Tuple
 import torch
 
 from ...formats import FixedPoint, FloatFormat, IntFormat, Rounding
-from ..reference.scalar import carrier_max, quantize_fixed, quantize_float
+from ..reference.scalar import apply_overflow, carrier_max, quantize_fixed, quantize_float
 
 __all__ = ["two_sum", "round_pair", "add_round", "pow2_f64"]
 
@@ -136,17 +136,7 @@ def _finish_float(v: torch.Tensor, neg: torch.Tensor, fmt: FloatFormat,
     if fmt.saturate and not beyond:
         v = torch.clamp(v, max=vmax)
     else:
-        over = v > vmax
-        if rounding in (Rounding.TOWARD_ZERO, Rounding.ODD):
-            ovf = torch.zeros_like(over)
-        elif rounding is Rounding.UP:
-            ovf = over & ~neg
-        elif rounding is Rounding.DOWN:
-            ovf = over & neg
-        else:
-            ovf = over
-        overflow_value = _INF if beyond or fmt.has_inf else _NAN
-        v = torch.where(over, torch.where(ovf, overflow_value, vmax), v)
+        v = apply_overflow(v, neg, vmax, rounding, _INF if beyond or fmt.has_inf else _NAN)
     v = torch.where(neg, -v, v)
     if not fmt.signed:
         v = torch.where(neg & (v != 0), _NAN if fmt.has_nan else 0.0, v)

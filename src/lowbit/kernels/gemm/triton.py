@@ -23,10 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import importlib.machinery
-import importlib.util
 import os
-import sys
 from types import ModuleType
 from typing import Optional, Tuple
 
@@ -35,7 +32,7 @@ import triton
 
 from ...formats import FixedPoint, FloatFormat, IntFormat, Rounding, Specials
 from ..triton._jit.core import ROUNDING_CODE
-from ..triton._launch import device_guard, key_of
+from ..triton._launch import device_guard, interpreted_package, key_of
 from ..triton._scalar import fixed_params, float_params
 from . import _flags
 from ._plan import FP32, Plan
@@ -49,27 +46,9 @@ _SEQUENTIAL, _CHUNKED, _KAHAN = 0, 1, 2
 
 
 def _interpreted() -> str:
-    """Load the alias package over ``_jit``'s directory with the interpreter switched on."""
-    if _INTERPRETED not in sys.modules:
-        spec = importlib.machinery.ModuleSpec(_INTERPRETED, None, is_package=True)
-        spec.submodule_search_locations = [os.path.join(os.path.dirname(__file__), "_jit")]
-        package = importlib.util.module_from_spec(spec)
-        saved = os.environ.get("TRITON_INTERPRET")
-        os.environ["TRITON_INTERPRET"] = "1"
-        sys.modules[_INTERPRETED] = package
-        try:
-            for name in _MODULES:
-                importlib.import_module(f"{_INTERPRETED}.{name}")
-        except BaseException:
-            for name in [m for m in sys.modules if m.startswith(_INTERPRETED)]:
-                del sys.modules[name]
-            raise
-        finally:
-            if saved is None:
-                del os.environ["TRITON_INTERPRET"]
-            else:
-                os.environ["TRITON_INTERPRET"] = saved
-    return _INTERPRETED
+    """The interpreted copy of this backend's ``_jit`` package."""
+    return interpreted_package(_INTERPRETED, os.path.join(os.path.dirname(__file__), "_jit"),
+                               _MODULES)
 
 
 def _kernels(device: torch.device) -> ModuleType:

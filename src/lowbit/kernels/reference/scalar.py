@@ -15,7 +15,7 @@ from ...formats import FP32_MAX, ExpFormat, FixedPoint, FloatFormat, IntFormat, 
 from ...formats.modes import Specials
 from .core import IntLike, as_tensor, compose, decompose, pow2, round_to_quantum
 
-__all__ = ["quantize_float", "quantize_exp", "quantize_fixed", "carrier_max"]
+__all__ = ["quantize_float", "quantize_exp", "quantize_fixed", "carrier_max", "apply_overflow"]
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -27,7 +27,7 @@ def carrier_max(fmt: FloatFormat) -> float:
     return (2.0 - 2.0**-fmt.man) * 2.0**127 if fmt.max > FP32_MAX else fmt.max
 
 
-def _overflow(v: torch.Tensor, neg: torch.Tensor, vmax: torch.Tensor, rounding: Rounding,
+def apply_overflow(v: torch.Tensor, neg: torch.Tensor, vmax: torch.Tensor, rounding: Rounding,
               overflow_value: float) -> torch.Tensor:
     """Apply IEEE 754 §7.4 to rounded magnitudes ``v`` (> ``vmax`` means past the range):
     ``toward_zero``/``odd`` give ±max, ``up``/``down`` overflow only in their direction."""
@@ -61,7 +61,7 @@ def quantize_float(x: torch.Tensor, fmt: FloatFormat, rounding: Rounding,
     if fmt.saturate and not beyond:
         v = torch.minimum(v, vmax)
     else:
-        v = _overflow(v, d.neg, vmax, rounding, _INF if beyond or fmt.has_inf else _NAN)
+        v = apply_overflow(v, d.neg, vmax, rounding, _INF if beyond or fmt.has_inf else _NAN)
     v = torch.where(d.neg, -v, v)
     v = _specials(x, v, d, fmt, vmax, beyond)
     if not fmt.has_neg_zero:

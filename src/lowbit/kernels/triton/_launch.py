@@ -38,28 +38,36 @@ _COMPILED = __package__ + "._jit"
 _INTERPRETED = __package__ + "._jit_interpreted"
 
 
-def _interpreted_package() -> str:
-    """Load the alias package over ``_jit``'s directory with the interpreter switched on."""
-    if _INTERPRETED not in sys.modules:
-        spec = importlib.machinery.ModuleSpec(_INTERPRETED, None, is_package=True)
-        spec.submodule_search_locations = [os.path.join(os.path.dirname(__file__), "_jit")]
+def interpreted_package(name: str, jit_dir: str, modules: Tuple[str, ...]) -> str:
+    """Load ``name``, an alias package over the directory ``jit_dir``, with Triton's interpreter
+    switched on while ``modules`` execute (``@triton.jit`` reads ``TRITON_INTERPRET`` then), so
+    the same kernel sources run compiled on CUDA tensors and interpreted on CPU tensors."""
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [jit_dir]
         package = importlib.util.module_from_spec(spec)
         saved = os.environ.get("TRITON_INTERPRET")
-        os.environ["TRITON_INTERPRET"] = "1"  # read by @triton.jit as each module is executed
-        sys.modules[_INTERPRETED] = package
+        os.environ["TRITON_INTERPRET"] = "1"
+        sys.modules[name] = package
         try:
-            for name in ("core", "scalar", "block"):
-                importlib.import_module(f"{_INTERPRETED}.{name}")
+            for module in modules:
+                importlib.import_module(f"{name}.{module}")
         except BaseException:
-            for name in [m for m in sys.modules if m.startswith(_INTERPRETED)]:
-                del sys.modules[name]
+            for loaded in [m for m in sys.modules if m.startswith(name)]:
+                del sys.modules[loaded]
             raise
         finally:
             if saved is None:
                 del os.environ["TRITON_INTERPRET"]
             else:
                 os.environ["TRITON_INTERPRET"] = saved
-    return _INTERPRETED
+    return name
+
+
+def _interpreted_package() -> str:
+    """The interpreted copy of this backend's ``_jit`` package."""
+    return interpreted_package(_INTERPRETED, os.path.join(os.path.dirname(__file__), "_jit"),
+                               ("core", "scalar", "block"))
 
 
 def _module(device: torch.device, name: str) -> ModuleType:

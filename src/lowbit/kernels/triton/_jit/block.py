@@ -183,7 +183,8 @@ def _amax_rule(x, bits, word, amax, amax_ptr, rbits, max_e, t_div, s_min, s_max,
     if TENSOR_SCALE:
         amax_t = tl.load(amax_ptr + amax * 0).to(tl.float32, bitcast=True)
         p = tl.math.div_rn(amax_t, t_div.to(tl.float32, bitcast=True))
-        p = tl.maximum(p, 1.1754943508222875e-38)  # blockscale.MIN_TENSOR_SCALE, 2^-126
+        # blockscale.MIN_TENSOR_SCALE (2^-126); a NaN amax keeps p NaN, as torch.clamp does
+        p = tl.maximum(p, 1.1754943508222875e-38, propagate_nan=_ALL)
         ratio = tl.math.div_rn(ratio, p)
         num = tl.math.div_rn(tl.full(p.shape, 1.0, tl.float32), p)  # 1.0 / p: reciprocal
     else:
@@ -195,7 +196,8 @@ def _amax_rule(x, bits, word, amax, amax_ptr, rbits, max_e, t_div, s_min, s_max,
     xs = _round_float(ratio.to(tl.int32, bitcast=True), 0, 32, 0, _ABS_MASK, s_emin, s_man, 1,
                       0, 0, 0, 1, 0, _NEAREST, False, True, True, True)
     xs = xs.to(tl.float32, bitcast=True)
-    r = tl.minimum(tl.math.div_rn(num, xs), 3.4028234663852886e38)[:, None]  # FP32_MAX
+    r = tl.minimum(tl.math.div_rn(num, xs), 3.4028234663852886e38,  # FP32_MAX, NaN kept
+                   propagate_nan=_ALL)[:, None]
     scaled = tl.maximum(x * r, -max_e, propagate_nan=_ALL)
     scaled = tl.minimum(scaled, max_e, propagate_nan=_ALL).to(tl.int32, bitcast=True)
     if FIXED:
