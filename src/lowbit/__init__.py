@@ -6,7 +6,8 @@
 from .formats import (
     BlockFormat, ExpFormat, FixedPoint, FloatFormat, IntFormat, Rounding, ScaleRule, Specials,
 )
-from . import optim
+from . import nn, optim
+from .nn import Recipe, Scaling, convert, unconvert
 from .ops.accumulate import Accumulate
 from .ops.codec import Packed, decode, encode
 from .ops.quantize import quantize
@@ -15,13 +16,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlockFormat", "ExpFormat", "FixedPoint", "FloatFormat", "IntFormat", "Rounding",
-    "ScaleRule", "Specials", "quantize", "encode", "decode", "Packed", "Accumulate", "optim",
-    "__version__",
+    "ScaleRule", "Specials", "quantize", "encode", "decode", "Packed", "Accumulate", "Recipe", "Scaling", "convert", "unconvert",
+    "nn", "optim", "__version__",
 ]
 
 
 # Heavier layers load on first attribute access (``lowbit.qat``), keeping ``import lowbit`` light.
-_LAZY = ("qat", "act", "models", "data")
+_LAZY = ("qat", "act", "models", "data", "recipes")
 
 
 def __getattr__(name: str):
