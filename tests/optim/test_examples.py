@@ -87,7 +87,9 @@ def test_cnn_reaches_accuracy(cnn, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FORMATS)
 def test_transformer_learns(lm, name):
-    r = lm.train(name)
-    print(r)
     # Uniform guessing is log2(97) = 6.6 bits/char; fp32 reaches about 3.0 in 150 steps.
-    assert r["test_bits_per_char"] < 3.6, r
+    # One seed is too noisy for a threshold (mxfp4, 2026-12-07: 3.66, 3.31, 3.34 for seeds
+    # 0, 1, 2), so the mean of three seeds is compared, as DESIGN.md asks of accuracy checks.
+    runs = [lm.train(name, seed=s) for s in range(3)]
+    print(runs)
+    assert sum(r["test_bits_per_char"] for r in runs) / 3 < 3.6, runs
