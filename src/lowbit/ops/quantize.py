@@ -7,7 +7,7 @@ from typing import Optional, Union
 
 import torch
 
-from ..formats import FloatFormat, Format, Rounding, get
+from ..formats import BlockFormat, FloatFormat, Format, Rounding, ScaleRule, get
 from ..kernels.dispatch import Backend, kernel_for
 from ..kernels.philox import resolve_seed
 
@@ -68,7 +68,36 @@ def _quantize_op(x: torch.Tensor, fmt: str, rounding: str, rbits: int, seed_lo: 
     if x32.numel() == 0:  # a custom op's output may not alias its input
         return torch.empty_like(x, memory_format=torch.contiguous_format)
     seed = None if seed_lo < 0 else seed_lo | (seed_hi << 32)
+    if Backend(backend) in (Backend.AUTO, Backend.CPU) and _amax_on_cpu(f, x32):
+        y = _amax_by_codec(x32, f, Rounding(rounding), rbits, seed)
+        if y is not None:
+            return y.to(x.dtype)
     return fn(x32, f, Rounding(rounding), rbits, seed).to(x.dtype)
+
+
+def _amax_on_cpu(f: Format, x: torch.Tensor) -> bool:
+    return (isinstance(f, BlockFormat) and f.scale_rule is ScaleRule.AMAX
+            and x.device.type == "cpu")
+
+
+def _amax_by_codec(x: torch.Tensor, f: BlockFormat, rounding: Rounding, rbits: int,
+                   seed: Optional[int]) -> Optional[torch.Tensor]:
+    """``decode(encode(x))`` through the one-pass CPU codec kernels, or None where they do
+    not apply (layouts other than runs along the last axis or whole rows, no numba).
+
+    The CPU block kernel has no AMAX rule (NVFP4) and would take the reference, about 800×
+    slower; the codec's kernels round in the reference's fp32 order with the same stream,
+    and ``decode(encode(x)) == quantize(x)`` bit for bit is what tests/ops/test_codec*.py
+    and tests/ops/test_quantize_amax_cpu.py check.
+    """
+    from .codec.fused import decode_fused, encode_fused  # the codec imports this module
+
+    with torch.no_grad():
+        enc = encode_fused(x, f, rounding, rbits, seed, "raise")
+        if enc is None:
+            return None
+        codes, scales, tensor_scale = enc
+        return decode_fused(codes, scales, tensor_scale, f, tuple(x.shape))
 
 
 @_quantize_op.register_fake
@@ -139,7 +168,8 @@ def quantize(
             raise ValueError("out= does not support autograd; x requires grad")
         with torch.no_grad():
             fn = kernel_for(backend, type(fmt), x.device)
-            if getattr(fn, "supports_out", False) and x.dtype == torch.float32 and x.numel():
+            if (getattr(fn, "supports_out", False) and x.dtype == torch.float32 and x.numel()
+                    and not _amax_on_cpu(fmt, x)):
                 # The kernel writes into ``out`` itself: one pass, no temporary.
                 return fn(x.detach().contiguous(), fmt, rounding, bits, seed, out=out)
             return out.copy_(_round(x, fmt, rounding, bits, seed, backend))
