@@ -13,8 +13,8 @@ from .modules import (
     LayerNorm, Linear, MatMul, Quantize, QuantizedModule, ScaledDotProductAttention,
 )
 from .recipe import (
-    GEMMS, ROLES, GemmAccumulate, QuantizerRef, Recipe, Role, quantizer_names,
-    register_quantizer,
+    GEMMS, ROLES, GemmAccumulate, QuantizerRef, Recipe, Role, Transform, WgradTransform,
+    quantizer_names, register_quantizer,
 )
 from .scaling import Granularity, Scaling
 
@@ -22,7 +22,8 @@ __all__ = [
     "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv1d", "Conv2d", "Conv3d",
     "ConvTranspose2d", "Embedding", "GEMMS", "GemmAccumulate", "Granularity", "LayerNorm",
     "Linear", "MatMul", "QuantEvent", "Quantize", "QuantizedModule", "QuantizerRef", "ROLES",
-    "Recipe", "Role", "RoleQuantizer", "ScaledDotProductAttention", "Scaling", "convert",
+    "Recipe", "Role", "RoleQuantizer", "ScaledDotProductAttention", "Scaling", "Transform",
+    "WgradTransform", "convert",
     "functional", "quantizer_names", "register_quantizer", "resolve", "rng", "trace",
     "unconvert",
 ]

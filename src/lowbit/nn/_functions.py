@@ -14,17 +14,26 @@ quantized tensor is saved and reused.  Gradients are those of the quantized GEMM
 straight-through estimator through each Q (Bengio et al., 2013): with every role unset or
 ``fp32`` they equal PyTorch's exactly.  Convolutions and ``matmul`` follow the same pattern
 with their own axes (see each function).
+
+A recipe's ``wgrad_transform`` (NVFP4's random Hadamard transform) makes the wgrad GEMM
+``dW = Q_gw((Q_go(R g))ᵀ Q_in(R x))`` with ``R`` the blockwise orthogonal transform along the
+reduction axis (zero-padded to whole blocks; ``lowbit.ops.hadamard``); ``quantize_wgrad=False``
+drops ``Q_go`` and ``Q_in`` there.  Either way the forward saves the high-precision input and
+the bias gradient sums the untransformed ``g``.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import torch
 
+from ..ops.hadamard import hadamard, random_signs
 from . import _gemm
 from ._gemm import ConvParams
 from ._state import Call
+from .rng import derive_seed, stable_key
 
 __all__ = ["linear_op", "conv_op", "matmul_op", "ste", "grad_quant"]
 
@@ -45,7 +54,60 @@ def _operand(call: Call, slot: str, saved: torch.Tensor, gemm: str, axis: int) -
 
 
 def _save(call: Call, slot: str, x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+    if slot == "input" and _wgrad_special(call):
+        return x  # the wgrad GEMM transforms or keeps the high-precision input
     return xq if call.reusable(slot) else x
+
+
+def _wgrad_special(call: Call) -> bool:
+    recipe = call.site.recipe
+    return recipe.wgrad_transform is not None or not recipe.quantize_wgrad
+
+
+_HADAMARD_KEY = stable_key("", "hadamard", "wgrad")
+
+
+@functools.lru_cache(maxsize=64)
+def _signs(seed: int, block: int, device: torch.device) -> torch.Tensor:
+    """The run's sign vector (``WgradTransform``): one per run, shared by layers and steps."""
+    return random_signs(derive_seed(seed, _HADAMARD_KEY, 0), block, device=device)
+
+
+def _pad(x: torch.Tensor, axis: int, block: int) -> torch.Tensor:
+    """``x`` zero-padded along ``axis`` to a multiple of ``block``."""
+    extra = -x.shape[axis] % block
+    if not extra:
+        return x
+    shape = list(x.shape)
+    shape[axis] = extra
+    return torch.cat([x, x.new_zeros(shape)], dim=axis)
+
+
+def _wgrad_operands(call: Call, g: torch.Tensor, x: torch.Tensor, axis: int,
+                    shared: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(g, x)`` as the wgrad GEMM's operands, reduced along ``axis`` of both: quantized
+    along that axis, after the recipe's ``wgrad_transform``, or left in high precision."""
+    if not _wgrad_special(call):
+        gw = shared if shared is not None else call.q("grad_output", g, WGRAD, axis)
+        return gw, _operand(call, "input", x, WGRAD, axis)
+    recipe = call.site.recipe
+    t = recipe.wgrad_transform
+    if t is not None:
+        signs = _signs(call.seed, t.block, g.device)
+        g, x = (hadamard(_pad(v, axis, t.block), axis, block=t.block, signs=signs)
+                for v in (g, x))
+    if recipe.quantize_wgrad:
+        g, x = call.q("grad_output", g, WGRAD, axis), call.q("input", x, WGRAD, axis)
+    return g, x
+
+
+def _bias_grad_operand(call: Call, g: torch.Tensor, axis: int,
+                       shared: Optional[torch.Tensor]) -> torch.Tensor:
+    """``g`` as the bias gradient sums it: ``Q_go(g)`` along ``axis`` (untransformed), or
+    ``g`` itself under ``quantize_wgrad=False``."""
+    if not call.site.recipe.quantize_wgrad:
+        return g
+    return shared if shared is not None else call.q("grad_output", g, WGRAD, axis)
 
 
 def _amp(x: torch.Tensor) -> Optional[torch.dtype]:
@@ -84,14 +146,12 @@ class _Linear(torch.autograd.Function):
             gd, wd = _to(ctx.amp, gd, _operand(call, "weight", w, DGRAD, 0))
             dx = _gemm.linear_dgrad(gd, wd, *call.acc(DGRAD)).reshape(x.shape)
             dx = call.q("grad_input", dx, DGRAD)
-        if need_w or need_b:
-            gw = shared if shared is not None else call.q("grad_output", g2, WGRAD, 0)
-            if need_w:
-                xw = _operand(call, "input", x.reshape(-1, x.shape[-1]), WGRAD, 0)
-                gw2, xw = _to(ctx.amp, gw, xw)
-                dw = call.q("grad_weight", _gemm.linear_wgrad(gw2, xw, *call.acc(WGRAD)), WGRAD)
-            if need_b:
-                db = call.q("grad_bias", gw.sum(0), WGRAD)
+        if need_w:
+            gw2, xw = _wgrad_operands(call, g2, x.reshape(-1, x.shape[-1]), 0, shared)
+            gw2, xw = _to(ctx.amp, gw2, xw)
+            dw = call.q("grad_weight", _gemm.linear_wgrad(gw2, xw, *call.acc(WGRAD)), WGRAD)
+        if need_b:
+            db = call.q("grad_bias", _bias_grad_operand(call, g2, 0, shared).sum(0), WGRAD)
         return dx, dw, db, None
 
 
@@ -127,14 +187,13 @@ class _Conv(torch.autograd.Function):
             gd = shared if shared is not None else call.q("grad_output", g, DGRAD, 1)
             gd, wd = _to(ctx.amp, gd, _operand(call, "weight", w, DGRAD, ctx.w_out))
             dx = call.q("grad_input", _gemm.conv_dgrad(gd, wd, x, p, *call.acc(DGRAD)), DGRAD)
-        if need_w or need_b:
-            gw = shared if shared is not None else call.q("grad_output", g, WGRAD, 0)
-            if need_w:
-                gw2, xw = _to(ctx.amp, gw, _operand(call, "input", x, WGRAD, 0))
-                dw = _gemm.conv_wgrad(gw2, xw, w.shape, p, *call.acc(WGRAD))
-                dw = call.q("grad_weight", dw, WGRAD)
-            if need_b:
-                db = call.q("grad_bias", _gemm.conv_bias_grad(gw, x, w, p), WGRAD)
+        if need_w:
+            gw2, xw = _to(ctx.amp, *_wgrad_operands(call, g, x, 0, shared))
+            dw = _gemm.conv_wgrad(gw2, xw, w.shape, p, *call.acc(WGRAD))
+            dw = call.q("grad_weight", dw, WGRAD)
+        if need_b:
+            gb = _bias_grad_operand(call, g, 0, shared)
+            db = call.q("grad_bias", _gemm.conv_bias_grad(gb, x, w, p), WGRAD)
         return dx, dw, db, None, None
 
 
@@ -171,13 +230,11 @@ class _MatMul(torch.autograd.Function):
             # A 2-D b is a weight shared by every row of a: fold the batch axes into M, as
             # torch.matmul does, so wgrad reduces over all rows at once.
             g2, a2 = g.reshape(-1, g.shape[-1]), a.reshape(-1, a.shape[-1])
-            gw = shared.reshape(g2.shape) if shared is not None else call.q(
-                "grad_output", g2, WGRAD, 0)
-            aw, gw = _to(ctx.amp, _operand(call, "input", a2, WGRAD, 0), gw)
+            shared2 = None if shared is None else shared.reshape(g2.shape)
+            gw, aw = _to(ctx.amp, *_wgrad_operands(call, g2, a2, 0, shared2))
             db = call.q("grad_weight", _gemm.linear_wgrad(aw, gw, *call.acc(WGRAD)), WGRAD)
         elif need_b:
-            gw = shared if shared is not None else call.q("grad_output", g, WGRAD, -2)
-            aw, gw = _to(ctx.amp, _operand(call, "input", a, WGRAD, -2), gw)
+            gw, aw = _to(ctx.amp, *_wgrad_operands(call, g, a, -2, shared))
             db = _gemm.matmul(aw.transpose(-2, -1), gw, *call.acc(WGRAD))
             db = call.q("grad_weight", db.sum_to_size(b.shape), WGRAD)
         return da, db, None

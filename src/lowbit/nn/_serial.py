@@ -2,7 +2,8 @@
 
 Plain form: a role is a format name, or a table ``{format, rounding, scaling, rbits}``, or
 ``{quantizer = NAME, ...kwargs}``; ``accumulate`` is an ``Accumulate.to_dict()`` table or a
-table per GEMM; ``overrides`` maps a key to ``"none"`` (the module stays fp32) or to the
+table per GEMM; ``wgrad_transform`` is a kind name (block 16) or a table ``{kind, block}``;
+``quantize_wgrad`` is written only when false; ``overrides`` maps a key to ``"none"`` (the module stays fp32) or to the
 fields in which the override differs from the recipe (``"none"`` where it sets a role to
 None).  A type key is written ``"type:<module>.<qualname>"``; a compiled regex is written as
 its pattern.  TOML is read with ``tomllib`` (``tomli`` before Python 3.11) and written by
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
 from ..ops.accumulate.spec import Accumulate
-from .recipe import _NONE, GEMMS, ROLES, GemmAccumulate, QuantizerRef, Recipe
+from .recipe import (_NONE, EXTRA_FIELDS, GEMMS, ROLES, GemmAccumulate, QuantizerRef, Recipe,
+                     WgradTransform)
 
 __all__ = ["recipe_to_dict", "recipe_from_dict", "dumps_toml", "loads_toml", "save", "load"]
 
@@ -52,6 +54,25 @@ def _acc_plain(acc: GemmAccumulate) -> Any:
     return {g: _NONE if s is None else s.to_dict() for g, s in zip(GEMMS, specs)}
 
 
+def _transform_plain(t: Any) -> Any:
+    if t is None:
+        return _NONE
+    if t.block == WgradTransform.block:
+        return t.kind.value
+    return {"kind": t.kind.value, "block": t.block}
+
+
+def _extras_plain(recipe: Recipe, base: Any = None) -> Dict[str, Any]:
+    """``wgrad_transform`` and ``quantize_wgrad`` where they differ from ``base`` (None: from
+    the defaults)."""
+    out: Dict[str, Any] = {}
+    if recipe.wgrad_transform != (None if base is None else base.wgrad_transform):
+        out["wgrad_transform"] = _transform_plain(recipe.wgrad_transform)
+    if recipe.quantize_wgrad != (True if base is None else base.quantize_wgrad):
+        out["quantize_wgrad"] = recipe.quantize_wgrad
+    return out
+
+
 def _key_plain(key: Any) -> str:
     if isinstance(key, str):
         return key
@@ -67,6 +88,7 @@ def recipe_to_dict(recipe: Recipe) -> Dict[str, Any]:
     out: Dict[str, Any] = {r: _role_plain(v) for r, v in recipe.roles().items()}
     if recipe.accumulate is not None and recipe.accumulate.active:
         out["accumulate"] = _acc_plain(recipe.accumulate)
+    out.update(_extras_plain(recipe))
     if recipe.overrides:
         base = recipe.replace(overrides=())
         table: Dict[str, Any] = {}
@@ -84,6 +106,7 @@ def _diff(sub: Recipe, base: Recipe) -> Dict[str, Any]:
     if sub.accumulate != base.accumulate:
         acc = sub.accumulate
         out["accumulate"] = _NONE if acc is None or not acc.active else _acc_plain(acc)
+    out.update(_extras_plain(sub, base))
     return out
 
 
@@ -123,13 +146,16 @@ def _acc_from_plain(value: Any) -> Any:
 def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
     if not isinstance(data, Mapping):
         raise TypeError(f"a recipe must be a mapping; got {type(data).__name__}")
-    allowed = set(ROLES) | {"accumulate", "overrides"}
+    allowed = set(ROLES) | set(EXTRA_FIELDS) | {"overrides"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ValueError(f"unknown recipe fields {unknown}; allowed: {sorted(allowed)}")
     kwargs: Dict[str, Any] = {r: data[r] for r in ROLES if r in data}
     if "accumulate" in data:
         kwargs["accumulate"] = _acc_from_plain(data["accumulate"])
+    for extra in ("wgrad_transform", "quantize_wgrad"):
+        if extra in data:
+            kwargs[extra] = data[extra]
     overrides = data.get("overrides", {})
     if not isinstance(overrides, Mapping):
         raise TypeError(f"overrides must be a table; got {overrides!r}")

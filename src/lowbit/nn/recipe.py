@@ -29,25 +29,31 @@ registration order) to a ``Recipe``, a mapping of fields merged into this recipe
 attention, ``MatMul``); normalisation layers and embeddings take part only when an override
 selects them (``overrides={nn.BatchNorm2d: {}}`` gives them the recipe itself).  Roles a
 layer does not have are not used by it (``stats`` on a Linear, ``input`` on an Embedding).
-The run's seed for stochastic rounding is an argument of ``convert``, not part of a recipe.
+``wgrad_transform`` (a ``WgradTransform``, e.g. ``"hadamard"``) multiplies both operands of
+the wgrad GEMM by the same orthogonal matrix along their shared reduction axis before they
+are quantized; ``quantize_wgrad=False`` gives the wgrad GEMM the saved high-precision
+operands (forward and dgrad still quantize).  The run's seed for stochastic rounding is an
+argument of ``convert``, not part of a recipe.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
 from ..formats import BlockFormat, Format, Rounding, get
+from ..formats.modes import _StrEnum
 from ..ops.accumulate.spec import Accumulate
 from ..ops.quantize import check_rbits
+from ._qat_refs import QuantizerRef, quantizer_factory, quantizer_names, register_quantizer
 from .scaling import Scaling
 
 __all__ = [
-    "ROLES", "GEMMS", "Role", "QuantizerRef", "GemmAccumulate", "Recipe",
-    "register_quantizer", "quantizer_factory", "quantizer_names", "as_role",
+    "ROLES", "GEMMS", "Role", "QuantizerRef", "GemmAccumulate", "Recipe", "Transform",
+    "WgradTransform", "register_quantizer", "quantizer_factory", "quantizer_names", "as_role",
 ]
 
 #: Every role a recipe can set, in display order.
@@ -55,6 +61,8 @@ ROLES = ("input", "weight", "bias", "output", "grad_output", "grad_input", "grad
          "stats", "normalized")
 #: The three GEMMs of a training step.
 GEMMS = ("forward", "dgrad", "wgrad")
+#: Recipe fields besides the roles that an override may set.
+EXTRA_FIELDS = ("accumulate", "wgrad_transform", "quantize_wgrad")
 #: Override keys that name the first / last GEMM module in registration order.
 POSITION_KEYS = ("first", "last")
 
@@ -120,79 +128,6 @@ def _as_scaling(value: object) -> Optional[Scaling]:
         return Scaling(**value)
     raise TypeError(f"scaling must be None, a Scaling, a granularity name or a mapping; "
                     f"got {value!r}")
-
-
-# -- QAT quantizers ----------------------------------------------------------------------------
-_QUANTIZERS: Dict[str, Callable[..., torch.nn.Module]] = {}
-
-
-def register_quantizer(name: str, factory: Optional[Callable[..., torch.nn.Module]] = None):
-    """Register ``factory(**kwargs) -> nn.Module`` under ``name`` for ``{"quantizer": name}``
-    role values; the module's ``forward(x)`` returns the fake-quantized ``x`` with its own
-    gradient.  Usable as a decorator (``@register_quantizer("lsq")``).
-
-    Raises:
-        ValueError: ``name`` is already registered to a different factory.
-    """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"quantizer name must be a non-empty str; got {name!r}")
-
-    def deco(fn: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
-        if not callable(fn):
-            raise TypeError(f"quantizer factory must be callable; got {fn!r}")
-        if _QUANTIZERS.get(name, fn) is not fn:
-            raise ValueError(f"quantizer {name!r} is already registered to "
-                             f"{_QUANTIZERS[name]!r}")
-        _QUANTIZERS[name] = fn
-        return fn
-
-    return deco if factory is None else deco(factory)
-
-
-def quantizer_names() -> Tuple[str, ...]:
-    """Names of the registered QAT quantizers."""
-    return tuple(sorted(_QUANTIZERS))
-
-
-def quantizer_factory(name: str) -> Callable[..., torch.nn.Module]:
-    """The factory registered under ``name``; a ``ValueError`` lists the known names."""
-    if name not in _QUANTIZERS:
-        # lowbit.qat registers its quantizers when imported; a recipe read from a file may
-        # name one before the user imported it.
-        import importlib
-
-        try:
-            importlib.import_module("lowbit.qat")
-        except ModuleNotFoundError as err:
-            if err.name != "lowbit.qat":
-                raise
-    if name not in _QUANTIZERS:
-        raise ValueError(f"unknown quantizer {name!r}; registered: {list(quantizer_names())}")
-    return _QUANTIZERS[name]
-
-
-@dataclasses.dataclass(frozen=True)
-class QuantizerRef:
-    """A QAT quantizer by registered name, with keyword arguments for its factory.
-
-    Input, weight, bias and output roles apply it in the autograd graph (its own gradient,
-    straight-through or learned); gradient roles apply its forward to the gradient.
-    """
-
-    name: str
-    kwargs: Tuple[Tuple[str, Any], ...] = ()
-
-    def __post_init__(self) -> None:
-        quantizer_factory(self.name)
-        kwargs = self.kwargs.items() if isinstance(self.kwargs, Mapping) else self.kwargs
-        object.__setattr__(self, "kwargs", tuple(sorted((str(k), v) for k, v in kwargs)))
-
-    def build(self) -> torch.nn.Module:
-        module = quantizer_factory(self.name)(**dict(self.kwargs))
-        if not isinstance(module, torch.nn.Module):
-            raise TypeError(f"quantizer {self.name!r} built {type(module).__name__}, "
-                            "not a torch.nn.Module")
-        return module
 
 
 RoleValue = Union[Role, QuantizerRef, None]
@@ -261,13 +196,66 @@ def _as_accumulate(value: object) -> Optional[GemmAccumulate]:
                     f"'wgrad'}} -> Accumulate, or None; got {value!r}")
 
 
+# -- wgrad transform -------------------------------------------------------------------------------
+class Transform(_StrEnum):
+    """An orthogonal transform of the wgrad operands (``WgradTransform.kind``)."""
+
+    #: The blockwise random Hadamard transform ``H_b diag(s) / sqrt(b)``
+    #: (``lowbit.ops.hadamard``).
+    HADAMARD = "hadamard"
+
+
+@dataclasses.dataclass(frozen=True)
+class WgradTransform:
+    """``dW = (Q g)ᵀ (Q x)`` with both operands transformed along the wgrad GEMM's reduction
+    axis (tokens / batch) before they are quantized; exact arithmetic gives ``gᵀ x`` since
+    ``Qᵀ Q = I``.  The axis is zero-padded to a multiple of ``block`` first (zero rows add
+    nothing to the product).  The signs of ``Q`` are ``lowbit.ops.hadamard.random_signs`` of
+    ``derive_seed(seed, stable_key("", "hadamard", "wgrad"), 0)`` (``lowbit.nn.rng``): one
+    sign vector per run, shared by every layer and step, as NVIDIA's NVFP4 recipe uses one
+    fixed random sign vector (arXiv 2509.25193, §4.2).
+
+    Args:
+        kind: a ``Transform`` or its name.
+        block: the block size ``b``, a power of two (16 in the NVFP4 recipe).
+    """
+
+    kind: Transform = Transform.HADAMARD
+    block: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", Transform.parse(self.kind, "wgrad_transform kind"))
+        b = self.block
+        if isinstance(b, bool) or not isinstance(b, int):
+            raise TypeError(f"wgrad_transform block must be an int; got {b!r}")
+        if b < 2 or b & (b - 1):
+            raise ValueError(f"wgrad_transform block must be a power of two >= 2; got {b}")
+
+
+def _as_transform(value: object) -> Optional[WgradTransform]:
+    if value is None or isinstance(value, WgradTransform):
+        return value
+    if isinstance(value, str):
+        return None if value == _NONE else WgradTransform(value)
+    if isinstance(value, Mapping):
+        allowed = {f.name for f in dataclasses.fields(WgradTransform)}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(f"wgrad_transform: unknown fields {unknown}; allowed: "
+                             f"{sorted(allowed)}")
+        return WgradTransform(**value)
+    raise TypeError(f"wgrad_transform must be None, a WgradTransform, a kind name or a "
+                    f"mapping; got {value!r}")
+
+
 # -- the recipe ----------------------------------------------------------------------------------
 OverrideKey = Union[str, "re.Pattern[str]", type]
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Which format goes where: one value per role, an accumulation spec, overrides.
+    """Which format goes where: one value per role, an accumulation spec, overrides, and the
+    wgrad GEMM's treatment (``wgrad_transform``, ``quantize_wgrad``).
 
     See the module docstring for the roles and override keys.  Mapping overrides are merged
     into this recipe when it is built.  ``to_dict``/``from_dict``, ``to_json``/``from_json``
@@ -285,11 +273,16 @@ class Recipe:
     normalized: RoleValue = None
     accumulate: Optional[GemmAccumulate] = None
     overrides: Tuple[Tuple[OverrideKey, Optional["Recipe"]], ...] = ()
+    wgrad_transform: Optional[WgradTransform] = None
+    quantize_wgrad: bool = True
 
     def __post_init__(self) -> None:
         for role in ROLES:
             object.__setattr__(self, role, as_role(getattr(self, role), role))
         object.__setattr__(self, "accumulate", _as_accumulate(self.accumulate))
+        object.__setattr__(self, "wgrad_transform", _as_transform(self.wgrad_transform))
+        if not isinstance(self.quantize_wgrad, bool):
+            raise TypeError(f"quantize_wgrad must be a bool; got {self.quantize_wgrad!r}")
         object.__setattr__(self, "overrides", self._normalise_overrides(self.overrides))
 
     def _normalise_overrides(self, overrides: object) -> tuple:
@@ -405,7 +398,7 @@ def _override_value(base: Recipe, key: object, value: object) -> Optional[Recipe
             raise ValueError(f"override {key!r}: an override recipe cannot have overrides")
         return value
     if isinstance(value, Mapping):
-        allowed = set(ROLES) | {"accumulate"}
+        allowed = set(ROLES) | set(EXTRA_FIELDS)
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise ValueError(f"override {key!r}: unknown fields {unknown}; allowed: "
