@@ -77,9 +77,9 @@ class RoleQuantizer(torch.nn.Module):
     scaling reduces along the same axis.  Channel scaling uses ``channel_axis``.
 
     With scaling, ``x / s`` is clamped to ``±max_fmt`` before rounding (a saturating cast:
-    a delayed scale may lag behind the amax).  Scaling computes ``x / s`` and ``s · Q`` in fp32 and returns the tensor's dtype: for a
-    bf16/fp16 tensor and a scale that is not a power of two, that last cast rounds again
-    (``pow2=True`` or fp32 tensors avoid it).
+    a delayed scale may lag behind the amax).  Scaling computes ``x / s`` and ``s · Q`` in
+    fp32 and returns the tensor's dtype: for a bf16/fp16 tensor and a scale that is not a
+    power of two, that last cast rounds again (``pow2=True`` or fp32 tensors avoid it).
     """
 
     def __init__(self, spec: Role, *, module: str, role: str, channel_axis: int = 0,
