@@ -4,8 +4,8 @@ Plain form: a role is a format name, or a table ``{format, rounding, scaling, rb
 ``{quantizer = NAME, ...kwargs}``; ``accumulate`` is an ``Accumulate.to_dict()`` table or a
 table per GEMM; ``wgrad_transform`` is a kind name (block 16) or a table ``{kind, block}``;
 ``quantize_wgrad`` is written only when false; ``overrides`` maps a key to ``"none"`` (the
-module stays fp32) or to the fields in which the override differs from the recipe (``"none"`` where it sets a role to
-None).  A type key is written ``"type:<module>.<qualname>"``; a compiled regex is written as
+module stays fp32) or to the fields in which the override differs from the recipe (``"none"``
+where it sets a role to None).  A type key is written ``"type:<module>.<qualname>"``; a compiled regex is written as
 its pattern.  TOML is read with ``tomllib`` (``tomli`` before Python 3.11) and written by
 ``dumps_toml`` below (TOML has no null, hence ``"none"``).
 """
