@@ -11,6 +11,8 @@ import torch
 
 __all__ = ["QuantizerRef", "register_quantizer", "quantizer_factory", "quantizer_names"]
 
+#: Packages that register quantizers on import, tried in order for an unknown name.
+_PROVIDERS = ("lowbit.qat", "lowbit.recipes")
 _QUANTIZERS: Dict[str, Callable[..., torch.nn.Module]] = {}
 
 
@@ -45,15 +47,19 @@ def quantizer_names() -> Tuple[str, ...]:
 def quantizer_factory(name: str) -> Callable[..., torch.nn.Module]:
     """The factory registered under ``name``; a ``ValueError`` lists the known names."""
     if name not in _QUANTIZERS:
-        # lowbit.qat registers its quantizers when imported; a recipe read from a file may
-        # name one before the user imported it.
+        # lowbit.qat and lowbit.recipes (WAGE's quantizers) register theirs when imported; a
+        # recipe read from a file may name one before the user imported them.  This looks
+        # them up by name at run time: nn itself depends on neither.
         import importlib
 
-        try:
-            importlib.import_module("lowbit.qat")
-        except ModuleNotFoundError as err:
-            if err.name != "lowbit.qat":
-                raise
+        for provider in _PROVIDERS:
+            try:
+                importlib.import_module(provider)
+            except ModuleNotFoundError as err:
+                if err.name != provider:
+                    raise
+            if name in _QUANTIZERS:
+                break
     if name not in _QUANTIZERS:
         raise ValueError(f"unknown quantizer {name!r}; registered: {list(quantizer_names())}")
     return _QUANTIZERS[name]
