@@ -68,7 +68,7 @@ test-gpu: $(STAMP_TEST)
 	@$(call run_pytest,-m gpu)
 
 demo: $(STAMP_BASE)
-	$(PY) -m lowbit demo
+	$(VENV)/bin/lowbit demo
 
 $(FLAVOUR):
 	@if ls $(VENV)/.flavour-* >/dev/null 2>&1; then \

@@ -1,12 +1,17 @@
-"""``python -m lowbit demo``: the tables cover every preset and the numbers make sense."""
+"""``lowbit formats`` (formerly ``python -m lowbit demo``): the tables cover every preset and
+the numbers make sense; ``python -m lowbit`` and the ``lowbit`` script share one ``main``."""
 
 import io
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
-from lowbit.__main__ import main
-from lowbit.demo import run
+from lowbit.__main__ import main as module_main
+from lowbit.cli import main
+from lowbit.cli._formats import report
 from lowbit.formats import PRESETS, Rounding
 
 MODES = [m.value for m in Rounding]
@@ -15,7 +20,7 @@ MODES = [m.value for m in Rounding]
 @pytest.fixture(scope="module")
 def demo():
     buf = io.StringIO()
-    results = run(size=1024, seed=0, file=buf)
+    results = report(size=1024, seed=0, file=buf)
     return results, buf.getvalue()
 
 
@@ -35,7 +40,7 @@ def test_every_preset_and_mode_is_reported(demo):
 
 
 def test_fp32_is_exact_under_every_mode(demo):
-    # fp32 input rounded onto fp32 is the identity: the demo reports SQNR +inf as 'exact'.
+    # fp32 input rounded onto fp32 is the identity: the table reports SQNR +inf as 'exact'.
     results, text = demo
     for mode in MODES:
         assert results["fp32"][mode].sqnr_db == math.inf
@@ -62,9 +67,21 @@ def test_sqnr_follows_mantissa_width(demo):
 
 
 def test_cli(capsys):
+    assert module_main is main  # python -m lowbit and the console script: one main
     assert main([]) == 0
     assert "demo" in capsys.readouterr().out
-    assert main(["demo", "--size", "256"]) == 0
+    assert main(["formats", "--size", "256"]) == 0
     assert "nvfp4" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["demo", "--size", "100"])
+    assert main(["formats", "--size", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "multiple of 256" in err
+
+
+def test_python_dash_m_runs_the_cli():
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
+    res = subprocess.run([sys.executable, "-m", "lowbit", "recipes", "no_such_recipe"],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert "unknown recipe 'no_such_recipe'" in res.stderr

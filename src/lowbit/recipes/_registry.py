@@ -137,6 +137,14 @@ class PaperRecipe:
         details: the formulas, one line each, as printed by ``lowbit recipes NAME``.
         setup: optional ``setup(model, seed) -> model`` run after ``convert`` for what a
             recipe cannot say (e.g. inserting quantization points).
+        batchnorm: False when the paper's networks have no BatchNorm (WAGE replaces it by a
+            layer scale): a trainer then picks a model without it.
+        lr_milestones: the paper's step schedule as ``(fraction of the run, factor)`` pairs,
+            increasing fractions in (0, 1): from that point on the rate is ``factor`` times
+            the starting rate; empty: the trainer's own schedule.
+        epochs_scale: how many times a trainer's default number of epochs the paper's
+            schedule needs (WAGE: 2; its ternary weights converge more slowly, and the paper
+            trains 300 epochs on CIFAR-10).
     """
 
     name: str
@@ -147,6 +155,30 @@ class PaperRecipe:
     act: Optional[str] = None
     details: Tuple[str, ...] = ()
     setup: Optional[Callable[[torch.nn.Module, int], torch.nn.Module]] = None
+    batchnorm: bool = True
+    lr_milestones: Tuple[Tuple[float, float], ...] = ()
+    epochs_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        milestones = tuple((float(f), float(k)) for f, k in self.lr_milestones)
+        fractions = [f for f, _ in milestones]
+        if any(not 0 < f < 1 for f in fractions) or fractions != sorted(set(fractions)):
+            raise ValueError("lr_milestones: fractions must increase strictly within (0, 1); "
+                             f"got {fractions}")
+        if any(not k > 0 for _, k in milestones):
+            raise ValueError(f"lr_milestones: factors must be positive; got {milestones}")
+        if not self.epochs_scale > 0:
+            raise ValueError(f"epochs_scale must be positive; got {self.epochs_scale!r}")
+        object.__setattr__(self, "lr_milestones", milestones)
+
+    def lr_factor(self, step: int, total: int) -> float:
+        """The factor of ``lr_milestones`` at ``step`` of a run of ``total`` steps (1 before
+        the first milestone)."""
+        factor = 1.0
+        for fraction, value in self.lr_milestones:
+            if step >= fraction * total:
+                factor = value
+        return factor
 
     def prepare(self, model: torch.nn.Module, *, seed: int = 0) -> Prepared:
         """Convert ``model`` in place (``lowbit.convert(model, recipe, seed=seed)``), run
@@ -189,6 +221,13 @@ class PaperRecipe:
             lines.append(f"low precision: {dict(opt.low_precision)}")
         if self.act is not None:
             lines.append(f"activation compression: ActNN level {self.act}")
+        if self.lr_milestones:
+            steps = ", ".join(f"x{k:g} from {f:.3g} of the run" for f, k in self.lr_milestones)
+            lines.append(f"learning-rate schedule: {steps}")
+        if self.epochs_scale != 1:
+            lines.append(f"epochs: {self.epochs_scale:g}x the trainer's default")
+        if not self.batchnorm:
+            lines.append("models: without BatchNorm")
         return "\n".join(lines)
 
     __str__ = describe

@@ -187,6 +187,11 @@ WAGE_2888 = register(PaperRecipe(
         "biases (not in the paper) start at 0, b <- C(b,8) - db",
         "models: BN-free conv/linear + ReLU networks, e.g. lowbit.models.vgg7(batchnorm=False); "
         "batch norm is rejected",
+        "schedule: eta = 8, then 1 and 1/8 at epochs 200 and 250 of 300 (official Option.py), "
+        "as fractions 2/3 and 5/6 of the run; twice a float baseline's epochs",
     ),
     setup=_setup,
+    batchnorm=False,
+    lr_milestones=((2 / 3, 1 / 8), (5 / 6, 1 / 64)),
+    epochs_scale=2.0,
 ))

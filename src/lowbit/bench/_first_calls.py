@@ -1,7 +1,7 @@
 """The first call of every kernel family in a fresh process, with an empty compile cache
 (label "empty") and with the cache that run left ("warm"): numba's on the CPU, Triton's on CUDA.
 
-    PYTHONPATH=src python benchmarks/_first_calls.py cpu     # one probe; prints a dict
+    python -m lowbit.bench._first_calls cpu     # one probe; prints a dict
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def first_call_seconds(device: str) -> Dict[str, Dict[str, float]]:
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, **{_CACHE_ENV[device]: cache})
         for label in ("empty", "warm"):
-            res = subprocess.run([sys.executable, os.path.abspath(__file__), device], env=env,
+            res = subprocess.run([sys.executable, "-m", __name__, device], env=env,
                                  capture_output=True, text=True, check=True)
             result[label] = ast.literal_eval(res.stdout.strip().splitlines()[-1])
     return result

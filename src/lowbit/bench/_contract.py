@@ -1,4 +1,4 @@
-"""DESIGN.md's performance contract for ``quantize_bandwidth.py``: the peers timed beside lowbit
+"""DESIGN.md's performance contract for ``lowbit.bench.quantize``: the peers timed beside lowbit
 (QPyTorch, PyPI ``qtorch``, and torch's native casts), the QPyTorch anchors DESIGN.md recorded
 (quoted where QPyTorch cannot be imported or built here), and each row's limit, target and
 QPyTorch ratio (``evaluate``).
@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from lowbit.formats import BlockFormat, FixedPoint, FloatFormat, Rounding, ScaleRule, get
+from ..formats import BlockFormat, FixedPoint, FloatFormat, Rounding, ScaleRule, get
 
 __all__ = ["ANCHOR_LABEL", "ANCHOR_SETTING", "NOTES", "PeerCall", "Anchor", "load_qpytorch",
            "qpytorch_call", "qpytorch_mode", "anchor_for", "torch_casts", "global_amax",
