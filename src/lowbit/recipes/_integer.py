@@ -35,7 +35,7 @@ __all__ = [
     "sigma", "direct", "clip", "shift", "wage_weight", "wage_error", "wage_grad",
     "wage_scale", "wage_limit", "shift_quantize", "flag_quantize", "constant_quantize",
     "WageWeight", "WageActivation", "WageError", "ShiftError", "FlagError",
-    "ParamKind", "ParamTag", "tag", "tag_of",
+    "ParamKind", "ParamTag", "tag", "tag_of", "check_bits", "check_seed",
 ]
 
 # Word length of the unclamped grids below: any width works (``clamp=False``), this one is
@@ -43,7 +43,9 @@ __all__ = [
 _UNBOUNDED_WL = 25
 
 
-def _check_bits(bits: object, param: str, low: int = 2, high: int = 24) -> int:
+def check_bits(bits: object, param: str, low: int = 2, high: int = 24) -> int:
+    """``bits`` when it is an int in ``[low, high]``; else a ``TypeError``/``ValueError``
+    naming ``param``."""
     if isinstance(bits, bool) or not isinstance(bits, int):
         raise TypeError(f"{param} must be an int; got {bits!r}")
     if not low <= bits <= high:
@@ -51,16 +53,23 @@ def _check_bits(bits: object, param: str, low: int = 2, high: int = 24) -> int:
     return bits
 
 
+def check_seed(seed: object) -> int:
+    """``seed`` when it is an int in ``[0, 2^64)``; else a ``TypeError``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise TypeError(f"seed must be an int in [0, 2^64); got {seed!r}")
+    return seed
+
+
 def sigma(k: int) -> float:
     """``σ(k) = 2^(1-k)``, the step of a k-bit grid on [-1, 1] (WAGE Eq. 1, ``1/S(bits)``)."""
-    return 2.0 ** (1 - _check_bits(k, "k", 1, 32))
+    return 2.0 ** (1 - check_bits(k, "k", 1, 32))
 
 
 def direct(x: torch.Tensor, k: int) -> torch.Tensor:
     """WAGEUBN's direct quantization ``Q(x, k) = round(x · 2^(k-1)) / 2^(k-1)``: the grid of
     k-1 fractional bits, round half to even, no clipping (WAGEUBN §3.2 Eq. 2; ``Q`` in both
     official codes).  Computed in fp32, returned in ``x``'s dtype."""
-    fmt = FixedPoint(_UNBOUNDED_WL, _check_bits(k, "k") - 1, clamp=False)
+    fmt = FixedPoint(_UNBOUNDED_WL, check_bits(k, "k") - 1, clamp=False)
     return quantize(x.float(), fmt).to(x.dtype)
 
 
@@ -141,7 +150,7 @@ def wage_grad(g: torch.Tensor, lr: float, bits: int, bits_r: int, *,
     integer bit (lowbit's Philox stream, ``seed``): the fraction has ``k_R - 1`` bits, so the
     probability is exactly the official ``floor + [frac > u]`` with a uniform ``u``."""
     g32 = g.float()
-    fine = FixedPoint(_UNBOUNDED_WL, _check_bits(bits_r, "bits_r", 2, 25) - 1, clamp=False)
+    fine = FixedPoint(_UNBOUNDED_WL, check_bits(bits_r, "bits_r", 2, 25) - 1, clamp=False)
     norm = quantize(lr * (g32 / _amax_shift(g32)), fine)
     units = quantize(norm, FixedPoint(_UNBOUNDED_WL, 0, clamp=False),
                      rounding=Rounding.STOCHASTIC, rbits=bits_r - 1, seed=seed)
@@ -166,7 +175,7 @@ def flag_quantize(e: torch.Tensor, bits: int) -> torch.Tensor:
     bits (``Q(d, k)``); the result is ``s · d_q``.  A flag bit per element selects the regime,
     so k+1 bits cover 2k-1 bits of dynamic range."""
     e32 = e.float()
-    s = _amax_shift(e32) / 2.0 ** (_check_bits(bits, "bits") - 1)
+    s = _amax_shift(e32) / 2.0 ** (check_bits(bits, "bits") - 1)
     d = e32 / s
     large = quantize(d, FixedPoint(bits, 0, symmetric=True))
     return (s * torch.where(d.abs() < 1, direct(d, bits), large)).to(e.dtype)
@@ -186,7 +195,7 @@ def constant_quantize(g: torch.Tensor, scale: float, bits: int, *, seed: int,
     units = quantize(scale * (g32 / _amax_shift(g32)), FixedPoint(_UNBOUNDED_WL, 0, clamp=False),
                      rounding=Rounding.STOCHASTIC, rbits=rbits, seed=seed)
     units = units.clamp(-(scale - 1), scale - 1)
-    return direct(units / (norm * 2.0 ** (_check_bits(bits, "bits") - 1)), 15).to(g.dtype)
+    return direct(units / (norm * 2.0 ** (check_bits(bits, "bits") - 1)), 15).to(g.dtype)
 
 
 # -- quantizer modules (recipe role values) ---------------------------------------------------
@@ -226,7 +235,7 @@ class _WageActivationFn(torch.autograd.Function):
 class _BitsModule(torch.nn.Module):
     def __init__(self, bits: int):
         super().__init__()
-        self.bits = _check_bits(bits, "bits")
+        self.bits = check_bits(bits, "bits")
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -249,7 +258,7 @@ class WageActivation(_BitsModule):
 
     def __init__(self, bits: int = 8, error_bits: Optional[int] = 8):
         super().__init__(bits)
-        self.error_bits = None if error_bits is None else _check_bits(error_bits, "error_bits")
+        self.error_bits = None if error_bits is None else check_bits(error_bits, "error_bits")
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         return _WageActivationFn.apply(a, self.bits, self.error_bits)

@@ -31,18 +31,11 @@ from torch import nn
 
 from ..nn import QuantizedModule, QuantizerRef, Recipe
 from ..nn.rng import derive_seed, stable_key
-from ._integer import (ParamKind, WageWeight, clip, direct, tag, tag_of, wage_grad, wage_limit)
+from ._integer import (ParamKind, WageWeight, check_bits, check_seed, clip, direct, tag, tag_of,
+                       wage_grad, wage_limit)
 from ._registry import OptimizerSpec, PaperRecipe, register, register_optimizer
 
 __all__ = ["WAGE", "WAGE_2888", "wage_init"]
-
-
-def _check_int(value: object, param: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{param} must be an int; got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{param} must be in [{low}, {high}]; got {value}")
-    return value
 
 
 class WAGE(torch.optim.Optimizer):
@@ -74,11 +67,10 @@ class WAGE(torch.optim.Optimizer):
                  bits_r: int = 16, seed: int = 0):
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
             raise ValueError(f"lr must be a positive number; got {lr!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-            raise TypeError(f"seed must be an int in [0, 2^64); got {seed!r}")
-        defaults = dict(lr=float(lr), bits_w=_check_int(bits_w, "bits_w", 2, 16),
-                        bits_g=_check_int(bits_g, "bits_g", 2, 16),
-                        bits_r=_check_int(bits_r, "bits_r", 2, 25))
+        check_seed(seed)
+        defaults = dict(lr=float(lr), bits_w=check_bits(bits_w, "bits_w", 2, 16),
+                        bits_g=check_bits(bits_g, "bits_g", 2, 16),
+                        bits_r=check_bits(bits_r, "bits_r", 2, 25))
         super().__init__(params, defaults)
         self.seed = seed
 

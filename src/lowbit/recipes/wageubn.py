@@ -37,21 +37,14 @@ from torch import nn
 from ..formats import FixedPoint
 from ..nn import QuantizedModule, QuantizerRef, Recipe, Role
 from ..nn.rng import derive_seed, stable_key
-from ._integer import ParamKind, constant_quantize, direct, tag, tag_of
+from ._integer import (ParamKind, check_bits, check_seed, constant_quantize, direct, tag,
+                       tag_of)
 from ._registry import OptimizerSpec, PaperRecipe, register, register_optimizer
 
 __all__ = ["WAGEUBN", "WAGEUBN_8BIT", "wageubn_init", "quantized_lr"]
 
 #: WAGEUBN's batch-norm ε (official ``BatchNorm``: ``epsilon=1./(2**15)``).
 BN_EPS = 2.0 ** -15
-
-
-def _check_int(value: object, param: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{param} must be an int; got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{param} must be in [{low}, {high}]; got {value}")
-    return value
 
 
 def quantized_lr(lr: float, bits: int) -> float:
@@ -101,15 +94,14 @@ class WAGEUBN(torch.optim.Optimizer):
         for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number; got {value!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-            raise TypeError(f"seed must be an int in [0, 2^64); got {seed!r}")
+        check_seed(seed)
         defaults = dict(lr=float(lr), momentum=float(momentum),
                         weight_decay=float(weight_decay), g_scale=float(g_scale),
-                        bits_g=_check_int(bits_g, "bits_g", 2, 16),
-                        bits_lr=_check_int(bits_lr, "bits_lr", 2, 24),
-                        bits_momentum=_check_int(bits_momentum, "bits_momentum", 2, 24),
-                        bits_weight=_check_int(bits_weight, "bits_weight", 2, 24),
-                        bits_norm_grad=_check_int(bits_norm_grad, "bits_norm_grad", 2, 24))
+                        bits_g=check_bits(bits_g, "bits_g", 2, 16),
+                        bits_lr=check_bits(bits_lr, "bits_lr", 2, 24),
+                        bits_momentum=check_bits(bits_momentum, "bits_momentum", 2, 24),
+                        bits_weight=check_bits(bits_weight, "bits_weight", 2, 24),
+                        bits_norm_grad=check_bits(bits_norm_grad, "bits_norm_grad", 2, 24))
         super().__init__(params, defaults)
         self.seed = seed
 
