@@ -1,7 +1,8 @@
 """``quantize`` with the AMAX rule (NVFP4) on the CPU: served by the one-pass codec kernels
 (``decode(encode(x))``), it must equal the reference bit for bit in every rounding mode,
 including the stochastic stream, ragged blocks, half inputs and ``out=``; where the codec
-declines (2-D tiles, other layouts) the result still equals the reference."""
+declines (blocks along another axis) the result still equals the reference.  Tiles are rounded
+as runs of a permuted copy (deterministic modes), again equal to the reference."""
 
 from __future__ import annotations
 
@@ -86,9 +87,66 @@ def test_nan_blocks_and_declined_layouts(monkeypatch):
     got = lb.quantize(x, "nvfp4")  # the NaN reaches the tensor scale: all NaN
     assert_same(got, lb.quantize(x, "nvfp4", backend="reference").numpy(), x, "NaN tensor")
     assert torch.isnan(got).all()
-    tiles = get("block<e2m1fn,e4m3fnu,(16,16),(-2,-1),amax,tensor>")  # tiles: no codec layout
+    columns = get("block<e2m1fn,e4m3fnu,16,0,amax>")  # blocks down the columns: no codec layout
     y = torch.randn(32, 32)
-    assert torch.equal(lb.quantize(y, tiles), lb.quantize(y, tiles, backend="reference"))
-    assert calls == [True, True, False]  # the tiles were declined
+    assert torch.equal(lb.quantize(y, columns), lb.quantize(y, columns, backend="reference"))
+    assert calls == [True, True, False]  # the columns were declined
     lb.quantize(x, "nvfp4", backend="reference")
     assert len(calls) == 3  # the reference backend never takes the codec
+
+
+TILES = ["block<e2m1fn,e4m3fnu,(16,16),(-2,-1),amax,tensor>",
+         "block<e4m3fn,e8m0fnu,(4,8),(-2,-1),ceil>", "block<int4,e8m0fnu,(2,4),(0,2),floor>",
+         "block<e3m2fn,e8m0fnu,(2,2,4),(0,1,2),even>", "block<e2m1fn,e4m3fnu,(16,16),(-2,-1),amax>"]
+DETERMINISTIC = [m for m in MODES if m != "stochastic"]
+
+
+def _tile_spy(monkeypatch):
+    calls = []
+    real = quantize_module._tiles_as_runs
+
+    def spy(*args):
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(quantize_module, "_tiles_as_runs", spy)
+    return calls
+
+
+@pytest.mark.parametrize("name", TILES)
+@pytest.mark.parametrize("rounding", DETERMINISTIC)
+@pytest.mark.parametrize("shape", [(2, 32, 48), (3, 19, 21), (5, 6, 7)])
+def test_tiles_as_runs_equal_the_reference(monkeypatch, name, rounding, shape):
+    """2-D and 3-D tiles, ragged edges (zero-padded inside the fast path), leading axes."""
+    x = _data(shape, 11)
+    x.view(-1)[40] = -0.0
+    want = lb.quantize(x, name, rounding=rounding, backend="reference")
+    calls = _tile_spy(monkeypatch)
+    got = lb.quantize(x, name, rounding=rounding)
+    assert_same(got, want.numpy(), x, f"{name} {rounding} {shape}")
+    assert len(calls) == 1
+    out = torch.empty_like(x)
+    lb.quantize(x, name, rounding=rounding, out=out)
+    assert_same(out, want.numpy(), x, "out=")
+
+
+@pytest.mark.parametrize("name", [TILES[0], TILES[1]])
+def test_tiles_of_a_matrix(monkeypatch, name):
+    x = _data((40, 33), 4)
+    calls = _tile_spy(monkeypatch)
+    assert_same(lb.quantize(x, name), lb.quantize(x, name, backend="reference").numpy(), x)
+    assert len(calls) == 1
+
+
+def test_tiles_keep_the_reference_for_stochastic_rounding_and_nan(monkeypatch):
+    x = _data((32, 32), 2)
+    name = TILES[0]
+    calls = _tile_spy(monkeypatch)
+    got = lb.quantize(x, name, rounding="stochastic", seed=9)
+    assert torch.equal(got, lb.quantize(x, name, rounding="stochastic", seed=9,
+                                        backend="reference"))
+    assert calls == []  # the permuted layout would count the stream in another order
+    x[3, 5] = float("nan")
+    got = lb.quantize(x, TILES[1])
+    assert_same(got, lb.quantize(x, TILES[1], backend="reference").numpy(), x, "NaN tile")
+    assert torch.isnan(got[0:4, 0:8]).all() and torch.isnan(got).sum() == 32

@@ -3,6 +3,7 @@ straight-through estimator."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Union
 
 import torch
@@ -68,16 +69,77 @@ def _quantize_op(x: torch.Tensor, fmt: str, rounding: str, rbits: int, seed_lo: 
     if x32.numel() == 0:  # a custom op's output may not alias its input
         return torch.empty_like(x, memory_format=torch.contiguous_format)
     seed = None if seed_lo < 0 else seed_lo | (seed_hi << 32)
-    if Backend(backend) in (Backend.AUTO, Backend.CPU) and _amax_on_cpu(f, x32):
-        y = _amax_by_codec(x32, f, Rounding(rounding), rbits, seed)
+    rnd = Rounding(rounding)
+    if Backend(backend) in (Backend.AUTO, Backend.CPU) and x32.device.type == "cpu":
+        y = _cpu_block(x32, f, rnd, rbits, seed, fn)
         if y is not None:
             return y.to(x.dtype)
-    return fn(x32, f, Rounding(rounding), rbits, seed).to(x.dtype)
+    return fn(x32, f, rnd, rbits, seed).to(x.dtype)
 
 
-def _amax_on_cpu(f: Format, x: torch.Tensor) -> bool:
-    return (isinstance(f, BlockFormat) and f.scale_rule is ScaleRule.AMAX
-            and x.device.type == "cpu")
+def _cpu_block(x: torch.Tensor, f: Format, rounding: Rounding, rbits: int,
+               seed: Optional[int], fn) -> Optional[torch.Tensor]:
+    """The CPU block layouts the numba block kernel lacks, or None for ``fn``, the backend's
+    kernel: the AMAX rule through the codec (``_amax_by_codec``), tiles (``_tiles_as_runs``)."""
+    if not isinstance(f, BlockFormat):
+        return None
+    if _tiled(f) and rounding is not Rounding.STOCHASTIC:
+        return _tiles_as_runs(x, f, rounding, rbits, seed, fn)
+    if f.scale_rule is ScaleRule.AMAX:
+        return _amax_by_codec(x, f, rounding, rbits, seed)
+    return None
+
+
+def _tiled(f: BlockFormat) -> bool:
+    return isinstance(f.block_size, tuple) and len(f.block_size) > 1
+
+
+def _tiles_as_runs(x: torch.Tensor, f: BlockFormat, rounding: Rounding, rbits: int,
+                   seed: Optional[int], fn) -> torch.Tensor:
+    """Tiles (``block_size=(s_1, ..., s_k)`` over ``k`` axes) rounded as runs of ``s_1 ⋯ s_k``
+    along the last axis of a permuted copy, where the CPU kernels serve them.
+
+    The tile axes are moved last and zero-padded to whole tiles, each tile's elements are made
+    one contiguous run, the run format rounds them, and the permutation is undone.  A zero pad
+    changes no amax (the block's or the tensor's), so every value is the reference's; the
+    stochastic stream counts elements in the permuted order, so stochastic rounding keeps the
+    reference (the caller does not come here)."""
+    from ..kernels.reference.block import normalize_axes
+
+    sizes, axes = normalize_axes(f, x.dim())
+    rest = [d for d in range(x.dim()) if d not in axes]
+    moved = x.permute(rest + list(axes))
+    r, k = len(rest), len(sizes)
+    pads = []
+    for size, n in zip(reversed(sizes), reversed(moved.shape[r:])):
+        pads += [0, -n % size]
+    padded = torch.nn.functional.pad(moved, pads) if any(pads) else moved
+    counts = [n // size for n, size in zip(padded.shape[r:], sizes)]
+    split = [d for pair in zip(counts, sizes) for d in pair]
+    order = list(range(r)) + [r + 2 * i for i in range(k)] + [r + 2 * i + 1 for i in range(k)]
+    tile = 1
+    for size in sizes:
+        tile *= size
+    runs = padded.reshape(*padded.shape[:r], *split).permute(order)
+    runs = runs.reshape(*padded.shape[:r], *counts, tile).contiguous()
+    run_fmt = dataclasses.replace(f, block_size=tile, axis=-1)
+    y = _cpu_block(runs, run_fmt, rounding, rbits, seed, fn)
+    if y is None:
+        y = fn(runs, run_fmt, rounding, rbits, seed)
+    inverse = [order.index(i) for i in range(len(order))]
+    y = y.reshape(*padded.shape[:r], *counts, *sizes).permute(inverse).reshape(padded.shape)
+    y = y[(...,) + tuple(slice(0, n) for n in moved.shape[r:])]
+    back = [0] * x.dim()
+    for i, d in enumerate(rest + list(axes)):
+        back[d] = i
+    return y.permute(back).contiguous()
+
+
+def _bypasses_kernel(f: Format, x: torch.Tensor) -> bool:
+    """True where ``_cpu_block`` may serve ``x`` (so ``quantize(out=)`` must not hand ``out``
+    to the CPU block kernel, which would take the reference)."""
+    return (isinstance(f, BlockFormat) and x.device.type == "cpu"
+            and (f.scale_rule is ScaleRule.AMAX or _tiled(f)))
 
 
 def _amax_by_codec(x: torch.Tensor, f: BlockFormat, rounding: Rounding, rbits: int,
@@ -169,7 +231,7 @@ def quantize(
         with torch.no_grad():
             fn = kernel_for(backend, type(fmt), x.device)
             if (getattr(fn, "supports_out", False) and x.dtype == torch.float32 and x.numel()
-                    and not _amax_on_cpu(fmt, x)):
+                    and not _bypasses_kernel(fmt, x)):
                 # The kernel writes into ``out`` itself: one pass, no temporary.
                 return fn(x.detach().contiguous(), fmt, rounding, bits, seed, out=out)
             return out.copy_(_round(x, fmt, rounding, bits, seed, backend))
