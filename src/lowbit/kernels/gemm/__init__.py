@@ -15,11 +15,11 @@ Every ``Q`` rounds the exact value of its two-term sum (or product) once (``_exa
 zero sum is -0 only when both terms are -0.  Stochastic rounding draws from the layout in
 ``_plan``.
 
-Backends (``Backend``): ``reference`` is the vectorised torch loop (``reference``) and the CPU
-path (``cpu`` names the same code); ``triton`` runs the Triton kernels (``triton``), compiled on
-CUDA tensors and in Triton's interpreter on CPU tensors; ``auto`` takes Triton on CUDA when it
-is installed, the reference otherwise.  Bit-reproducible plans give identical bits on every
-backend.
+Backends (``Backend``): ``reference`` is the vectorised torch loop (``reference``); ``cpu``
+runs the multi-threaded numba kernels (``cpu``) on CPU tensors; ``triton`` runs the Triton
+kernels (``triton``), compiled on CUDA tensors and in Triton's interpreter on CPU tensors;
+``auto`` takes Triton on CUDA when it is installed, the numba kernels on CPU tensors when numba
+imports, the reference otherwise.  Bit-reproducible plans give identical bits on every backend.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ._exact import add_round
 from ._plan import FP32, Plan, Slot, step_words
 from .reference import step_base
 
-__all__ = ["Plan", "Slot", "FP32", "run", "add_bias", "triton_available"]
+__all__ = ["Plan", "Slot", "FP32", "run", "add_bias", "triton_available", "cpu_available"]
 
 
 def triton_available() -> bool:
@@ -44,16 +44,41 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def cpu_available() -> bool:
+    """True when the numba CPU backend imports (numba installed and working)."""
+    try:
+        from . import cpu  # noqa: F401
+    except ModuleNotFoundError as err:  # only a missing numba means "unavailable"
+        if (err.name or "").split(".")[0] in ("numba", "llvmlite"):
+            return False
+        raise
+    return True
+
+
+def _auto(a: torch.Tensor) -> Backend:
+    if a.is_cuda and triton_available():
+        return Backend.TRITON
+    if a.device.type == "cpu" and cpu_available():
+        return Backend.CPU
+    return Backend.REFERENCE
+
+
 def run(a: torch.Tensor, b: torch.Tensor, plan: Plan, seed: Optional[int],
         backend: Backend) -> torch.Tensor:
     """``a`` (B, M, K) × ``b`` (B, K, N), contiguous fp32 on one device, under ``plan``;
     returns contiguous fp32 (B, M, N)."""
     if backend is Backend.AUTO:
-        backend = Backend.TRITON if a.is_cuda and triton_available() else Backend.REFERENCE
+        backend = _auto(a)
     if backend is Backend.TRITON:
         if not triton_available():
             raise ValueError("backend='triton' needs Triton installed")
         from . import triton as kernels
+    elif backend is Backend.CPU:
+        if a.device.type != "cpu":
+            raise ValueError(f"backend='cpu' takes CPU tensors; got {a.device.type} tensors")
+        if not cpu_available():
+            raise ValueError("backend='cpu' needs numba installed (pip install 'lowbit[cpu]')")
+        from . import cpu as kernels
     else:
         from . import reference as kernels
     return kernels.gemm(a, b, plan, seed)

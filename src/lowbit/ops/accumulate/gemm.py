@@ -53,7 +53,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, spec: Accumulate, *, seed: Optional[i
     ``lowbit.ops.accumulate``); with ``bias`` (shape (N,)) the result is
     ``Q_acc(C + bias_j)``, one more rounding.  Inputs are fp32, fp16 or bf16 (exact in fp32);
     the result is fp32.  ``seed`` keys the stochastic stream (None draws one) and must be None
-    when nothing rounds stochastically.  ``backend``: ``auto``, ``reference`` (= ``cpu``) or
+    when nothing rounds stochastically.  ``backend``: ``auto``, ``reference``, ``cpu`` (numba) or
     ``triton``.
     """
     if not isinstance(spec, Accumulate):

@@ -110,7 +110,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, mul=None, acc=None, rounding="ne
             (default) reuses the forward spec, None runs plain fp32 ``torch.matmul``.
         seed: 64-bit seed when some rounding is stochastic (None draws one from torch's
             generator); must be None otherwise.
-        backend: ``auto``, ``reference`` (= ``cpu``) or ``triton``.
+        backend: ``auto``, ``reference``, ``cpu`` (numba) or ``triton``.
 
     Returns:
         fp32 tensor of ``torch.matmul(a, b)``'s shape.
