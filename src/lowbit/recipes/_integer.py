@@ -29,13 +29,14 @@ import torch
 from ..formats import FixedPoint, Rounding
 from ..formats.modes import _StrEnum
 from ..nn import register_quantizer
+from ..nn.rng import derive_seed, stable_key
 from ..ops.quantize import quantize
 
 __all__ = [
     "sigma", "direct", "clip", "shift", "wage_weight", "wage_error", "wage_grad",
     "wage_scale", "wage_limit", "shift_quantize", "flag_quantize", "constant_quantize",
     "WageWeight", "WageActivation", "WageError", "ShiftError", "FlagError",
-    "ParamKind", "ParamTag", "tag", "tag_of", "check_bits", "check_seed",
+    "ParamKind", "ParamTag", "tag", "tag_of", "check_bits", "check_seed", "TaggedOptimizer",
 ]
 
 # Word length of the unclamped grids below: any width works (``clamp=False``), this one is
@@ -329,3 +330,53 @@ def tag(param: torch.nn.Parameter, kind: ParamKind, name: str, seed: int) -> Non
 def tag_of(param: torch.Tensor) -> Optional[ParamTag]:
     """The parameter's ``ParamTag``, or None when no recipe tagged it."""
     return getattr(param, _TAG, None)
+
+
+class TaggedOptimizer(torch.optim.Optimizer):
+    """What WAGE's and WAGEUBN's update rules share: ``step`` visits every parameter with a
+    gradient, resolves its ``ParamTag`` (an untagged parameter: ``_untagged_kind(p)``, the
+    name ``param<i>`` of its index over all groups and this optimizer's ``seed``), derives the
+    seed of its ``t``-th update, ``derive_seed(seed, stable_key(name, "grad"), t)``, and calls
+    ``_update(p, group, lr, kind, seed, state)`` with ``lr = _group_lr(group)``; then ``t``
+    advances (``state["step"]``)."""
+
+    def __init__(self, params, defaults: dict, seed: int):
+        check_seed(seed)
+        super().__init__(params, defaults)
+        self.seed = seed
+
+    def _untagged_kind(self, p: torch.Tensor) -> ParamKind:
+        raise NotImplementedError
+
+    def _group_lr(self, group: dict) -> float:
+        return group["lr"]
+
+    def _update(self, p: torch.Tensor, group: dict, lr: float, kind: ParamKind, seed: int,
+                state: dict) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter with a gradient; returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        index = 0
+        for group in self.param_groups:
+            lr = self._group_lr(group)
+            for p in group["params"]:
+                index += 1
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                t = state.get("step", 0)
+                found = tag_of(p)
+                if found is None:
+                    kind, name, seed = self._untagged_kind(p), f"param{index - 1}", self.seed
+                else:
+                    kind, name, seed = found.kind, found.name, found.seed
+                self._update(p, group, lr, kind, derive_seed(seed, stable_key(name, "grad"), t),
+                             state)
+                state["step"] = t + 1
+        return loss

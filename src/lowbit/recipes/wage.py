@@ -31,14 +31,14 @@ from torch import nn
 
 from ..nn import QuantizedModule, QuantizerRef, Recipe
 from ..nn.rng import derive_seed, stable_key
-from ._integer import (ParamKind, WageWeight, check_bits, check_seed, clip, direct, tag, tag_of,
+from ._integer import (ParamKind, TaggedOptimizer, WageWeight, check_bits, clip, direct, tag,
                        wage_grad, wage_limit)
 from ._registry import OptimizerSpec, PaperRecipe, register, register_optimizer
 
 __all__ = ["WAGE", "WAGE_2888", "wage_init"]
 
 
-class WAGE(torch.optim.Optimizer):
+class WAGE(TaggedOptimizer):
     """WAGE's update rule (WAGE §3.3.4 Eq. 12-13; official ``Quantize.G`` and ``Top.py``).
 
     For each parameter ``w`` with gradient ``g``, at its ``t``-th step::
@@ -67,47 +67,23 @@ class WAGE(torch.optim.Optimizer):
                  bits_r: int = 16, seed: int = 0):
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
             raise ValueError(f"lr must be a positive number; got {lr!r}")
-        check_seed(seed)
         defaults = dict(lr=float(lr), bits_w=check_bits(bits_w, "bits_w", 2, 16),
                         bits_g=check_bits(bits_g, "bits_g", 2, 16),
                         bits_r=check_bits(bits_r, "bits_r", 2, 25))
-        super().__init__(params, defaults)
-        self.seed = seed
+        super().__init__(params, defaults, seed)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One WAGE update of every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        index = 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                index += 1
-                if p.grad is None:
-                    continue
-                self._update(p, index - 1, group)
-        return loss
+    def _untagged_kind(self, p: torch.Tensor) -> ParamKind:
+        return ParamKind.WEIGHT if p.dim() >= 2 else ParamKind.BIAS
 
-    def _update(self, p: torch.Tensor, index: int, group: dict) -> None:
-        state = self.state[p]
-        t = state.get("step", 0)
-        found = tag_of(p)
-        if found is None:
-            kind = ParamKind.WEIGHT if p.dim() >= 2 else ParamKind.BIAS
-            name, seed = f"param{index}", self.seed
-        else:
-            kind, name, seed = found.kind, found.name, found.seed
-        delta = wage_grad(p.grad, group["lr"], group["bits_g"], group["bits_r"],
-                          seed=derive_seed(seed, stable_key(name, "grad"), t))
+    def _update(self, p: torch.Tensor, group: dict, lr: float, kind: ParamKind, seed: int,
+                state: dict) -> None:
+        delta = wage_grad(p.grad, lr, group["bits_g"], group["bits_r"], seed=seed)
         w = p.float()
         if kind is ParamKind.WEIGHT:
             w = clip(w, group["bits_w"])
         elif kind is ParamKind.BIAS:
             w = clip(w, group["bits_g"])
         p.copy_(w - delta)
-        state["step"] = t + 1
 
 
 register_optimizer("wage", WAGE)

@@ -37,8 +37,7 @@ from torch import nn
 from ..formats import FixedPoint
 from ..nn import QuantizedModule, QuantizerRef, Recipe, Role
 from ..nn.rng import derive_seed, stable_key
-from ._integer import (ParamKind, check_bits, check_seed, constant_quantize, direct, tag,
-                       tag_of)
+from ._integer import ParamKind, TaggedOptimizer, check_bits, constant_quantize, direct, tag
 from ._registry import OptimizerSpec, PaperRecipe, register, register_optimizer
 
 __all__ = ["WAGEUBN", "WAGEUBN_8BIT", "wageubn_init", "quantized_lr"]
@@ -54,7 +53,7 @@ def quantized_lr(lr: float, bits: int) -> float:
     return min(max(round(lr * step) / step, -1 + 1 / step), 1 - 1 / step)
 
 
-class WAGEUBN(torch.optim.Optimizer):
+class WAGEUBN(TaggedOptimizer):
     """WAGEUBN's quantized momentum SGD (WAGEUBN §3.4-3.5; official ``imagenet_main.py``).
 
     For each parameter ``w`` with gradient ``g`` (``lr_q = quantized_lr(lr, bits_lr)``)::
@@ -94,7 +93,6 @@ class WAGEUBN(torch.optim.Optimizer):
         for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number; got {value!r}")
-        check_seed(seed)
         defaults = dict(lr=float(lr), momentum=float(momentum),
                         weight_decay=float(weight_decay), g_scale=float(g_scale),
                         bits_g=check_bits(bits_g, "bits_g", 2, 16),
@@ -102,24 +100,13 @@ class WAGEUBN(torch.optim.Optimizer):
                         bits_momentum=check_bits(bits_momentum, "bits_momentum", 2, 24),
                         bits_weight=check_bits(bits_weight, "bits_weight", 2, 24),
                         bits_norm_grad=check_bits(bits_norm_grad, "bits_norm_grad", 2, 24))
-        super().__init__(params, defaults)
-        self.seed = seed
+        super().__init__(params, defaults, seed)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One WAGEUBN update of every parameter with a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        index = 0
-        for group in self.param_groups:
-            lr = quantized_lr(group["lr"], group["bits_lr"])
-            for p in group["params"]:
-                index += 1
-                if p.grad is not None:
-                    self._update(p, index - 1, group, lr)
-        return loss
+    def _untagged_kind(self, p: torch.Tensor) -> ParamKind:
+        return ParamKind.FLOAT
+
+    def _group_lr(self, group: dict) -> float:
+        return quantized_lr(group["lr"], group["bits_lr"])
 
     def _gradient(self, p: torch.Tensor, kind: ParamKind, group: dict, seed: int
                   ) -> torch.Tensor:
@@ -132,15 +119,9 @@ class WAGEUBN(torch.optim.Optimizer):
             return g
         return constant_quantize(g, group["g_scale"], group["bits_g"], seed=seed)
 
-    def _update(self, p: torch.Tensor, index: int, group: dict, lr: float) -> None:
-        state = self.state[p]
-        t = state.get("step", 0)
-        found = tag_of(p)
-        if found is None:
-            kind, name, seed = ParamKind.FLOAT, f"param{index}", self.seed
-        else:
-            kind, name, seed = found.kind, found.name, found.seed
-        grad = self._gradient(p, kind, group, derive_seed(seed, stable_key(name, "grad"), t))
+    def _update(self, p: torch.Tensor, group: dict, lr: float, kind: ParamKind, seed: int,
+                state: dict) -> None:
+        grad = self._gradient(p, kind, group, seed)
         buf = state.get("momentum_buffer")
         buf = grad if buf is None else group["momentum"] * buf + grad
         w = p.float()
@@ -151,7 +132,6 @@ class WAGEUBN(torch.optim.Optimizer):
             w = direct(w - lr * buf, group["bits_weight"])
         state["momentum_buffer"] = buf
         p.copy_(w)
-        state["step"] = t + 1
 
 
 register_optimizer("wageubn", WAGEUBN)
