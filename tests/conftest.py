@@ -20,3 +20,13 @@ def _seed_torch():
     # Unseeded stochastic rounding and any torch.rand* in a test draw from torch's default
     # generator: seeding it per test makes every test reproducible on its own and under xdist.
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def no_tf32():
+    """TF32 off for a GPU test (cuBLAS and cuDNN), restored afterwards: fp32 GEMMs then give
+    fp32 results, as the CPU comparisons and the benchmarks' "TF32 off" assume."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

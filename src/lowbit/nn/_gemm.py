@@ -118,10 +118,6 @@ def _as2d(p: ConvParams) -> ConvParams:
                                else ())
 
 
-def _sizes(shape: Sequence[int]) -> list:
-    return list(shape)
-
-
 def conv(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], p: ConvParams,
          spec: Optional[Accumulate], seed: Optional[int] = None) -> torch.Tensor:
     """The forward convolution (or transposed convolution) of ``x`` with ``W``."""
@@ -162,7 +158,7 @@ def conv_dgrad(g: torch.Tensor, w: torch.Tensor, x_like: torch.Tensor, p: ConvPa
     if p.transposed:
         dx = acc.conv2d_forward(g2, w2, spec, **q.geometry(), **kw)
     else:
-        dx = acc.conv2d_input_grad(g2, w2, _sizes(shape), spec, **q.geometry(), **kw)
+        dx = acc.conv2d_input_grad(g2, w2, list(shape), spec, **q.geometry(), **kw)
     return dx if p.dims == 2 else dx.squeeze(2)
 
 
