@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import lowbit.ops.codec as codec
+from lowbit.ops import quantize as quantize_module
 from lowbit.formats import BlockFormat, Rounding, get
 from lowbit.ops.codec import Packed, decode, encode
 from lowbit.ops.codec.fused import decode_fused, encode_fused
@@ -61,10 +62,13 @@ def _equal(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
 
 
 def _general(monkeypatch, fn, *args, **kw):
-    """``fn`` with the fused kernels switched off (the general path)."""
+    """``fn`` with the fused kernels switched off (the general path), also where ``quantize``
+    itself would take them (the AMAX rule and tiles on the CPU, ``_cpu_block``), so that the
+    two paths stay independent."""
     with monkeypatch.context() as m:
         m.setattr(codec, "encode_fused", lambda *a: None)
         m.setattr(codec, "decode_fused", lambda *a: None)
+        m.setattr(quantize_module, "_cpu_block", lambda *a: None)
         return fn(*args, **kw)
 
 

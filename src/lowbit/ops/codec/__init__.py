@@ -51,7 +51,7 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 
-from ...formats import BlockFormat, Format, Rounding, ScaleRule, get
+from ...formats import BlockFormat, Format, Rounding, get
 from ...kernels.philox import resolve_seed
 from ..quantize import check_rbits, quantize, result_dtype
 from .bitstream import pack_bits, packed_nbytes
@@ -221,10 +221,6 @@ def _encode_op(x: torch.Tensor, fmt: str, rounding: str, rbits: int, seed_lo: in
         if x.numel() == 0:
             codes = torch.zeros(0, dtype=torch.int32, device=dev)
         elif isinstance(f, BlockFormat):
-            if f.scale_rule is ScaleRule.AMAX:
-                # quantize() would take the fused kernels for the AMAX rule on the CPU; the
-                # general path stays independent of them (tests compare the two).
-                opts["backend"] = "reference"
             v = quantize(x, f, **opts).to(torch.float32).contiguous()
             codes, scales, tensor_scale = encode_block(x.to(torch.float32).contiguous(), v, f,
                                                        rnd, rbits, seed, nan)
