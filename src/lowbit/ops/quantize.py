@@ -11,6 +11,7 @@ import torch
 from ..formats import BlockFormat, FloatFormat, Format, Rounding, ScaleRule, get
 from ..kernels.dispatch import Backend, kernel_for
 from ..kernels.philox import resolve_seed
+from ..kernels.reference.block import normalize_axes
 
 __all__ = ["quantize", "result_dtype", "check_rbits"]
 
@@ -104,8 +105,6 @@ def _tiles_as_runs(x: torch.Tensor, f: BlockFormat, rounding: Rounding, rbits: i
     changes no amax (the block's or the tensor's), so every value is the reference's; the
     stochastic stream counts elements in the permuted order, so stochastic rounding keeps the
     reference (the caller does not come here)."""
-    from ..kernels.reference.block import normalize_axes
-
     sizes, axes = normalize_axes(f, x.dim())
     rest = [d for d in range(x.dim()) if d not in axes]
     moved = x.permute(rest + list(axes))

@@ -10,7 +10,7 @@ the attribute.  The quantized classes can also be built directly, e.g.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -135,11 +135,3 @@ class QuantizedModule:
                              "use lowbit.convert on the model)")
         type(self)._lowbit_check(self, recipe)
         self._lowbit_attach(type(self)._lowbit_state(self, recipe, name, seed))
-
-
-def channels_of(module: torch.nn.Module, attr: str) -> Optional[int]:
-    value = getattr(module, attr, None)
-    return value if isinstance(value, int) else None
-
-
-QuantizedType = Type[QuantizedModule]
